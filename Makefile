@@ -1,0 +1,34 @@
+# dflowgen — set-up and the jobs a user runs. `make demo` and `make test` work on a fresh machine.
+VENV   ?= .venv
+PYTHON ?= python3
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+# 2 threads is the size of the machines this project is tested on; override for bigger ones.
+export OMP_NUM_THREADS ?= 2
+
+.PHONY: install test test-slow demo bench clean
+
+install: $(STAMP)
+
+# torch is pinned and installed first: an unpinned torch pulls gigabytes of CUDA packages.
+$(STAMP): setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+test: install
+	$(PY) -m pytest -q
+
+test-slow: install
+	$(PY) -m pytest -q -m slow
+
+demo: install
+	$(VENV)/bin/dflowgen generate --mode random --recipe demo --num-samples 16 --out demo-out --preview --overwrite
+	$(VENV)/bin/dflowgen inspect demo-out
+
+bench: install
+	$(PY) bench/render.py
+
+clean:
+	rm -rf $(VENV) demo-out .pytest_cache

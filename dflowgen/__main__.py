@@ -1,0 +1,3 @@
+from dflowgen.cli import main
+
+main()

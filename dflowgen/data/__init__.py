@@ -1,0 +1,1 @@
+"""Datasets: dflowgen shards and readers for the standard optical-flow benchmarks."""

@@ -1,0 +1,1 @@
+"""Optical flow: file formats, visualisation and error metrics."""

@@ -1,0 +1,120 @@
+"""Flow file formats: Middlebury ``.flo``, KITTI 16-bit PNG, and ``.pfm``.
+
+Arrays are H×W×2 float32 (channel 0 = x, 1 = y); KITTI's validity is an H×W bool array.
+Every reader raises :class:`DflowgenError` naming the file when it is not what it claims.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from dflowgen.errors import DflowgenError
+
+FLO_MAGIC = 202021.25
+
+
+def read_flo(path: str | Path) -> np.ndarray:
+    """Read a Middlebury ``.flo`` file into an H×W×2 float32 array."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as error:
+        raise DflowgenError(f"cannot read flow file {path}: {error.strerror}") from None
+    if len(raw) < 12 or np.frombuffer(raw[:4], "<f4")[0] != FLO_MAGIC:
+        raise DflowgenError(f"{path} is not a .flo file (bad magic number)")
+    width, height = (int(v) for v in np.frombuffer(raw[4:12], "<i4"))
+    expected = 12 + 8 * width * height
+    if width <= 0 or height <= 0 or len(raw) != expected:
+        raise DflowgenError(f"{path} is truncated or corrupt: {width}×{height} needs {expected} bytes, has {len(raw)}")
+    return np.frombuffer(raw[12:], "<f4").reshape(height, width, 2).astype(np.float32)
+
+
+def write_flo(path: str | Path, flow: np.ndarray) -> None:
+    """Write an H×W×2 flow array as a Middlebury ``.flo`` file."""
+    flow = np.asarray(flow, dtype="<f4")
+    if flow.ndim != 3 or flow.shape[2] != 2:
+        raise ValueError(f"flow must be H×W×2, got shape {flow.shape}")
+    height, width = flow.shape[:2]
+    header = np.array([FLO_MAGIC], "<f4").tobytes() + np.array([width, height], "<i4").tobytes()
+    Path(path).write_bytes(header + flow.tobytes())
+
+
+def read_kitti_png(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """Read a KITTI flow PNG: (H×W×2 float32 flow, H×W bool valid)."""
+    path = Path(path)
+    try:
+        with Image.open(path) as image:
+            array = np.asarray(image)
+            mode = image.mode
+    except (OSError, ValueError) as error:
+        raise DflowgenError(f"cannot read KITTI flow PNG {path}: {error}") from None
+    if array.ndim != 3 or array.shape[2] != 3 or array.dtype != np.uint16:
+        raise DflowgenError(f"{path} is not a KITTI flow PNG (needs 16-bit RGB, got mode {mode}, shape {array.shape})")
+    flow = (array[..., :2].astype(np.float32) - 2**15) / 64.0
+    valid = array[..., 2] > 0
+    return flow, valid
+
+
+def write_kitti_png(path: str | Path, flow: np.ndarray, valid: np.ndarray | None = None) -> None:
+    """Write flow (and validity) as a KITTI 16-bit PNG; flow is rounded to 1/64 px."""
+    flow = np.asarray(flow, dtype=np.float64)
+    if valid is None:
+        valid = np.ones(flow.shape[:2], dtype=bool)
+    encoded = np.clip(np.round(flow * 64.0 + 2**15), 0, 2**16 - 1).astype(np.uint16)
+    array = np.concatenate([encoded, np.asarray(valid, np.uint16)[..., None]], axis=2)
+    # Pillow cannot write 16-bit RGB, so write the PNG with a minimal encoder of our own.
+    _write_png_rgb16(Path(path), array)
+
+
+def _write_png_rgb16(path: Path, array: np.ndarray) -> None:
+    import struct
+    import zlib
+
+    height, width, _ = array.shape
+    rows = array.astype(">u2").reshape(height, width * 3).tobytes()
+    stride = width * 6
+    raw = b"".join(b"\x00" + rows[y * stride : (y + 1) * stride] for y in range(height))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b""))
+
+
+def read_pfm(path: str | Path) -> np.ndarray:
+    """Read a ``.pfm`` file: H×W (grey) or H×W×3 float32, top row first.
+
+    For flow files (FlyingThings3D) take ``[..., :2]``.
+    """
+    path = Path(path)
+    try:
+        with open(path, "rb") as handle:
+            kind = handle.readline().strip()
+            dims = handle.readline().strip()
+            scale_line = handle.readline().strip()
+            data = handle.read()
+    except OSError as error:
+        raise DflowgenError(f"cannot read PFM file {path}: {error.strerror}") from None
+    if kind not in (b"PF", b"Pf"):
+        raise DflowgenError(f"{path} is not a PFM file (header {kind[:8]!r})")
+    match = re.fullmatch(rb"(\d+)\s+(\d+)", dims)
+    if match is None:
+        raise DflowgenError(f"{path}: malformed PFM size line {dims[:32]!r}")
+    width, height = int(match.group(1)), int(match.group(2))
+    try:
+        scale = float(scale_line)
+    except ValueError:
+        raise DflowgenError(f"{path}: malformed PFM scale line {scale_line[:32]!r}") from None
+    channels = 3 if kind == b"PF" else 1
+    endian = "<" if scale < 0 else ">"
+    count = width * height * channels
+    if len(data) < 4 * count:
+        raise DflowgenError(f"{path} is truncated: needs {4 * count} data bytes, has {len(data)}")
+    array = np.frombuffer(data[: 4 * count], endian + "f4").reshape(height, width, channels)
+    array = np.flipud(array).astype(np.float32)
+    return array[..., 0] if channels == 1 else array

@@ -1,0 +1,242 @@
+"""Recipes: TOML files loaded into frozen dataclasses, the one place every default lives.
+
+A recipe has one table per stage (``[render]``, ``[generate]``, ``[train]``); each maps
+onto a frozen dataclass whose field defaults are the project's defaults. Loading is
+strict: an unknown key is an error that names it, a value of the wrong type is an
+error, and a range (a field made with :func:`range_field`) must have ``lo <= hi``.
+
+Named recipes (``demo``, ``sintel``, ...) are the files in the repository's
+``recipes/`` folder; a path to any ``.toml`` file works too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import tomllib
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+from dflowgen.errors import DflowgenError
+
+T = TypeVar("T")
+
+
+def range_field(lo: float, hi: float) -> Any:
+    """A dataclass field holding a closed range ``(lo, hi)`` checked for ``lo <= hi``."""
+    return dataclasses.field(default=(lo, hi), metadata={"range": True})
+
+
+def nested(cls: type) -> Any:
+    """A dataclass field holding a nested section with its own defaults."""
+    return dataclasses.field(default_factory=cls)
+
+
+def _check_value(value: Any, hint: Any, key: str) -> Any:
+    """Coerce a TOML value to the annotated type, or raise naming ``key``."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _check_value(value, arg, key)
+            except DflowgenError as error:
+                errors.append(str(error))
+        raise DflowgenError(errors[0] if errors else f"recipe key '{key}': bad value {value!r}")
+    if dataclasses.is_dataclass(hint):
+        if not isinstance(value, dict):
+            raise DflowgenError(f"recipe key '{key}' must be a table, got {value!r}")
+        return from_dict(hint, value, prefix=key)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise DflowgenError(f"recipe key '{key}' must be a list, got {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_check_value(v, args[0], f"{key}[{i}]") for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise DflowgenError(f"recipe key '{key}' must have {len(args)} values, got {len(value)}")
+        return tuple(_check_value(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise DflowgenError(f"recipe key '{key}' must be a number, got {value!r}")
+        return float(value)
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise DflowgenError(f"recipe key '{key}' must be an integer, got {value!r}")
+        return value
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise DflowgenError(f"recipe key '{key}' must be true or false, got {value!r}")
+        return value
+    if hint is str:
+        if not isinstance(value, str):
+            raise DflowgenError(f"recipe key '{key}' must be a string, got {value!r}")
+        return value
+    if origin is typing.Literal:
+        if value not in args:
+            choices = ", ".join(repr(a) for a in args)
+            raise DflowgenError(f"recipe key '{key}' must be one of {choices}, got {value!r}")
+        return value
+    return value
+
+
+def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
+    """Build dataclass ``cls`` from a (TOML) dict, strictly; missing keys keep defaults."""
+    hints = typing.get_type_hints(cls, globalns=vars(sys.modules[cls.__module__]))
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for name, value in data.items():
+        key = f"{prefix}.{name}" if prefix else name
+        if name not in fields:
+            known = ", ".join(sorted(fields))
+            raise DflowgenError(f"unknown recipe key '{key}' (known keys here: {known})")
+        kwargs[name] = _check_value(value, hints[name], key)
+        if fields[name].metadata.get("range"):
+            lo, hi = kwargs[name]
+            if lo > hi:
+                raise DflowgenError(f"recipe key '{key}' is a range with lo > hi: [{lo}, {hi}]")
+    try:
+        return cls(**kwargs)
+    except ValueError as error:
+        raise DflowgenError(f"recipe section '{prefix or cls.__name__}': {error}") from None
+
+
+def to_dict(instance: Any) -> dict[str, Any]:
+    """A dataclass as nested plain dicts/lists, ready for TOML or JSON."""
+
+    def plain(value: Any) -> Any:
+        if dataclasses.is_dataclass(value):
+            return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        if isinstance(value, (tuple, list)):
+            return [plain(v) for v in value]
+        return value
+
+    return plain(instance)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {value!r} as TOML")
+
+
+def dumps_toml(data: dict[str, Any]) -> str:
+    """Nested dicts of scalars and lists as TOML text (tables after plain keys)."""
+    lines: list[str] = []
+
+    def table(mapping: dict[str, Any], path: str) -> None:
+        scalars = {k: v for k, v in mapping.items() if not isinstance(v, dict) and v is not None}
+        tables = {k: v for k, v in mapping.items() if isinstance(v, dict)}
+        if path and (scalars or not tables):
+            lines.append(f"[{path}]")
+        for key, value in scalars.items():
+            lines.append(f"{key} = {_toml_value(value)}")
+        if scalars:
+            lines.append("")
+        for key, value in tables.items():
+            table(value, f"{path}.{key}" if path else key)
+
+    table(data, "")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+# Sections are imported here, after the helpers they use, so each section module can
+# import range_field/nested from this module without a cycle at import time.
+from dflowgen.render.config import RenderConfig  # noqa: E402
+from dflowgen.train.config import TrainConfig  # noqa: E402
+
+
+@dataclasses.dataclass(frozen=True)
+class GenerateConfig:
+    """How a dataset is produced and stored (not what is rendered)."""
+
+    seed: int = 0
+    batch_size: int = 8
+    shard_size: int = 256
+    flow_dtype: typing.Literal["float32", "float16"] = "float32"
+    preview_count: int = 8
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be positive, got {self.batch_size}")
+        if self.shard_size < 1:
+            raise ValueError(f"shard_size must be positive, got {self.shard_size}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """A whole recipe: what to render, how to store it, how to train on it."""
+
+    name: str = "default"
+    render: RenderConfig = nested(RenderConfig)
+    generate: GenerateConfig = nested(GenerateConfig)
+    train: TrainConfig = nested(TrainConfig)
+
+
+def recipe_dirs() -> list[Path]:
+    """Folders searched for named recipes: the source tree's, then the installed copy."""
+    return [Path(__file__).resolve().parents[1] / "recipes", Path(sys.prefix) / "share" / "dflowgen" / "recipes"]
+
+
+def resolve_recipe_path(name_or_path: str | Path) -> Path:
+    """A recipe file from a path or a bundled recipe's name (``demo``, ``sintel``...)."""
+    path = Path(name_or_path)
+    if path.suffix == ".toml" or path.exists():
+        if not path.is_file():
+            raise DflowgenError(f"recipe file not found: {path}")
+        return path
+    for folder in recipe_dirs():
+        candidate = folder / f"{name_or_path}.toml"
+        if candidate.is_file():
+            return candidate
+    known = sorted({p.stem for d in recipe_dirs() if d.is_dir() for p in d.glob("*.toml")})
+    raise DflowgenError(f"no recipe named '{name_or_path}' (bundled: {', '.join(known) or 'none'}; or give a .toml path)")
+
+
+def parse_recipe(text: str, source: str = "<recipe>") -> Recipe:
+    """A :class:`Recipe` from TOML text; errors name ``source`` and the key."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise DflowgenError(f"{source}: not valid TOML: {error}") from None
+    try:
+        return from_dict(Recipe, data)
+    except DflowgenError as error:
+        raise DflowgenError(f"{source}: {error}") from None
+
+
+def load_recipe(name_or_path: str | Path | None = None) -> Recipe:
+    """Load a recipe by name or path; ``None`` gives the built-in defaults."""
+    if name_or_path is None:
+        return Recipe()
+    path = resolve_recipe_path(name_or_path)
+    try:
+        text = path.read_text()
+    except OSError as error:
+        raise DflowgenError(f"cannot read recipe {path}: {error.strerror}") from None
+    return parse_recipe(text, source=str(path))
+
+
+def replace_in(instance: T, path: str, value: Any) -> T:
+    """A copy of a nested frozen dataclass with the field at dotted ``path`` replaced."""
+    head, _, rest = path.partition(".")
+    if rest:
+        return dataclasses.replace(instance, **{head: replace_in(getattr(instance, head), rest, value)})
+    return dataclasses.replace(instance, **{head: value})
+
+
+def recipe_to_toml(recipe: Recipe) -> str:
+    """The complete, resolved recipe as TOML (what shards store and compare)."""
+    return dumps_toml(to_dict(recipe))
