@@ -9,8 +9,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import kornia_rs.io as kornia_io
 import numpy as np
-from PIL import Image
 
 from dflowgen.errors import DflowgenError
 
@@ -46,14 +46,13 @@ def write_flo(path: str | Path, flow: np.ndarray) -> None:
 def read_kitti_png(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """Read a KITTI flow PNG: (H×W×2 float32 flow, H×W bool valid)."""
     path = Path(path)
+    if not path.is_file():
+        raise DflowgenError(f"cannot read KITTI flow PNG {path}: no such file")
+    # Pillow decodes 16-bit RGB PNGs to 8 bits, so decode with kornia-rs (installed with kornia).
     try:
-        with Image.open(path) as image:
-            array = np.asarray(image)
-            mode = image.mode
-    except (OSError, ValueError) as error:
-        raise DflowgenError(f"cannot read KITTI flow PNG {path}: {error}") from None
-    if array.ndim != 3 or array.shape[2] != 3 or array.dtype != np.uint16:
-        raise DflowgenError(f"{path} is not a KITTI flow PNG (needs 16-bit RGB, got mode {mode}, shape {array.shape})")
+        array = np.asarray(kornia_io.read_image_png_u16(str(path), "rgb"))
+    except Exception as error:  # kornia-rs raises bare Exception for format errors
+        raise DflowgenError(f"{path} is not a KITTI flow PNG (needs 16-bit RGB): {error}") from None
     flow = (array[..., :2].astype(np.float32) - 2**15) / 64.0
     valid = array[..., 2] > 0
     return flow, valid
@@ -66,24 +65,7 @@ def write_kitti_png(path: str | Path, flow: np.ndarray, valid: np.ndarray | None
         valid = np.ones(flow.shape[:2], dtype=bool)
     encoded = np.clip(np.round(flow * 64.0 + 2**15), 0, 2**16 - 1).astype(np.uint16)
     array = np.concatenate([encoded, np.asarray(valid, np.uint16)[..., None]], axis=2)
-    # Pillow cannot write 16-bit RGB, so write the PNG with a minimal encoder of our own.
-    _write_png_rgb16(Path(path), array)
-
-
-def _write_png_rgb16(path: Path, array: np.ndarray) -> None:
-    import struct
-    import zlib
-
-    height, width, _ = array.shape
-    rows = array.astype(">u2").reshape(height, width * 3).tobytes()
-    stride = width * 6
-    raw = b"".join(b"\x00" + rows[y * stride : (y + 1) * stride] for y in range(height))
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-    header = struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b""))
+    kornia_io.write_image_png_u16(str(path), np.ascontiguousarray(array), "rgb")
 
 
 def read_pfm(path: str | Path) -> np.ndarray:

@@ -4,27 +4,20 @@ from __future__ import annotations
 
 import numpy as np
 
-# Hue segments of the wheel: red→yellow→green→cyan→blue→magenta→red.
-_SEGMENTS = (("RY", 15), ("YG", 6), ("GC", 4), ("CB", 11), ("BM", 13), ("MR", 6))
+# Hue segments of the wheel and their lengths: red→yellow→green→cyan→blue→magenta→red.
+# In each segment one channel is full, one ramps up or down, one is zero.
+_SEGMENTS = ((15, "full", "up", "zero"), (6, "down", "full", "zero"), (4, "zero", "full", "up"),
+             (11, "zero", "down", "full"), (13, "up", "zero", "full"), (6, "full", "zero", "down"))
 
 
 def color_wheel() -> np.ndarray:
     """The 55×3 colour wheel (float, 0..255) of Baker et al."""
-    rows = []
-    for name, count in _SEGMENTS:
-        ramp = np.arange(count) / count
-        rising, falling, full, zero = ramp * 255, 255 - ramp * 255, np.full(count, 255.0), np.zeros(count)
-        rows.append(
-            {
-                "RY": (full, rising, zero),
-                "YG": (falling, full, zero),
-                "GC": (zero, full, rising),
-                "CB": (zero, falling, full),
-                "BM": (rising, zero, full),
-                "MR": (full, zero, falling),
-            }[name]
-        )
-    return np.concatenate([np.stack(r, axis=1) for r in rows], axis=0)
+    blocks = []
+    for count, *channels in _SEGMENTS:
+        ramp = np.arange(count) / count * 255
+        values = {"full": np.full(count, 255.0), "zero": np.zeros(count), "up": ramp, "down": 255 - ramp}
+        blocks.append(np.stack([values[c] for c in channels], axis=1))
+    return np.concatenate(blocks, axis=0)
 
 
 def flow_to_color(flow: np.ndarray, max_magnitude: float | None = None) -> np.ndarray:
