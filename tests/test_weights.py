@@ -1,0 +1,71 @@
+import zipfile
+
+import pytest
+from click.testing import CliRunner
+
+from dflowgen import weights as store_lib
+from dflowgen.cli import cli
+from dflowgen.errors import DflowgenError
+
+
+@pytest.fixture()
+def store(tmp_path, monkeypatch):
+    folder = tmp_path / "store"
+    monkeypatch.setenv("DFLOWGEN_WEIGHTS_DIR", str(folder))
+    return folder
+
+
+def test_add_checks_official_sha256_and_resolves(store, shared_data, tmp_path):
+    released = shared_data / "weights" / "raft-small.pth"
+    entry = store_lib.add_weights("raft-small", released)
+    assert entry.model == "raft-small" and entry.sha256 == store_lib.OFFICIAL_RELEASES["raft-small"].sha256
+    assert store_lib.resolve_weights("raft-small") == store / "raft-small.pth"
+    fake = tmp_path / "fake.pth"
+    fake.write_bytes(b"not raft")
+    with pytest.raises(DflowgenError, match="not the official raft-sintel"):
+        store_lib.add_weights("raft-sintel", fake)
+    assert store_lib.add_weights("mine", fake, model="raft").model == "raft"
+    assert [e.name for e in store_lib.list_weights()] == ["mine", "raft-small"]
+
+
+def test_missing_release_says_how_to_get_it(store):
+    with pytest.raises(DflowgenError, match="dflowgen weights fetch raft-chairs"):
+        store_lib.resolve_weights("raft-chairs")
+    with pytest.raises(DflowgenError, match="neither a file nor a name"):
+        store_lib.resolve_weights("nothing-here")
+
+
+def _release_archive(path, member_bytes):
+    with zipfile.ZipFile(path, "w") as bundle:
+        for member, data in member_bytes.items():
+            bundle.writestr(member, data)
+    return path
+
+
+def test_fetch_from_local_archive_checks_members(store, shared_data, tmp_path):
+    good = _release_archive(tmp_path / "good.zip", {"models/raft-small.pth": (shared_data / "weights" / "raft-small.pth").read_bytes()})
+    fetched = store_lib.fetch_weights(["raft-small"], url=good.as_uri(), archive_sha256=None, quiet=True)
+    assert fetched[0].path.read_bytes() == (shared_data / "weights" / "raft-small.pth").read_bytes()
+
+    bad = _release_archive(tmp_path / "bad.zip", {"models/raft-kitti.pth": b"tampered"})
+    with pytest.raises(DflowgenError, match="not the official raft-kitti"):
+        store_lib.fetch_weights(["raft-kitti"], url=bad.as_uri(), archive_sha256=None, quiet=True)
+    assert "raft-kitti" not in {e.name for e in store_lib.list_weights()}
+    with pytest.raises(DflowgenError, match="sha256 check"):
+        store_lib.fetch_weights(["raft-small"], url=good.as_uri(), archive_sha256="0" * 64, quiet=True)
+    with pytest.raises(DflowgenError, match="cannot download"):
+        store_lib.fetch_weights(["raft-small"], url=(tmp_path / "absent.zip").as_uri(), quiet=True)
+    assert not list(store.glob(".fetch-*")), "scratch folders are removed"
+
+
+def test_cli_weights_list_add_and_errors(store, shared_data):
+    runner = CliRunner()
+    result = runner.invoke(cli, ["weights", "add", "raft-small", str(shared_data / "weights" / "raft-small.pth")])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(cli, ["weights", "list"])
+    assert result.exit_code == 0
+    assert any(line.startswith("raft-small") and "present" in line for line in result.output.splitlines())
+    assert any(line.startswith("raft-chairs") and "absent" in line for line in result.output.splitlines())
+    result = runner.invoke(cli, ["weights", "fetch", "raft-huge"])
+    assert result.exit_code == 2 and "no official release named raft-huge" in result.output
+    assert len(result.output.strip().splitlines()) == 1
