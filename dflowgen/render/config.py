@@ -1,6 +1,7 @@
 """Renderer hyper-parameters λ: the ranges and probabilities θ is drawn from [DFlow App. A].
 
 Defaults are the paper's values; the authors' released scripts' values live in recipes.
+Lengths are in output pixels, angles in degrees.
 """
 
 from __future__ import annotations
@@ -8,12 +9,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from dflowgen.recipes import nested, range_field
+from dflowgen.fields import nested, range_field
 
 
 @dataclass(frozen=True)
 class WarpRanges:
-    """One geometric warp: rigid ∘ perspective ∘ grid, each drawn uniformly from its range."""
+    """One geometric warp: rigid ∘ perspective ∘ grid, each drawn uniformly from its range.
+
+    ``perspective`` bounds each coordinate of the four corner offsets that define the
+    homography; ``grid_offset`` bounds each node of the coarse control grid (``(0, 0)``:
+    the grid starts flat and only optimisation bends it).
+    """
 
     translation: tuple[float, float] = range_field(-80.0, 80.0)
     rotation_deg: tuple[float, float] = range_field(-5.0, 5.0)
@@ -24,18 +30,31 @@ class WarpRanges:
 
 @dataclass(frozen=True)
 class RenderConfig:
-    """What one sample is made of and how it moves; every field is a recipe key under ``[render]``."""
+    """What one sample is made of and how it moves; every field is a recipe key under ``[render]``.
+
+    ``num_layers`` counts foreground layers; every sample also has a background layer.
+    ``canvas_margin`` is the band of layer content kept around the output window, so
+    motion reveals real texture at the borders (the authors rendered 584×712 and cropped
+    384×512: a margin of 100). ``object_size`` is a foreground mask's longer side as a
+    fraction of the output's longer side. ``grid_size`` and ``fog_color_grid`` are
+    (rows, columns). ``valid_min_weight`` is the composition weight a layer needs, at a
+    pixel of frame 1 and where that point lands in frame 2, for the pixel's flow to be
+    marked valid. ``blur_layer_prob`` is the chance that a layer belongs to the motion
+    blur mask of a blurred sample.
+    """
 
     width: int = 512
     height: int = 384
-    canvas_margin: int = 0
+    canvas_margin: int = 100
     num_layers: tuple[int, int] = range_field(8, 12)
+    object_size: tuple[float, float] = range_field(0.15, 0.5)
     layer_warp: WarpRanges = nested(WarpRanges)
     anchor_warp: WarpRanges = nested(WarpRanges)
     layer_translation: tuple[float, float] = range_field(-50.0, 50.0)
     grid_size: tuple[int, int] = (8, 12)
     composition: Literal["softmax", "alpha"] = "softmax"
     splat_c: float = 6.0
+    valid_min_weight: float = 0.99
     white_balance: tuple[float, float] = range_field(0.0, 1.0)
     white_balance_prob: float = 0.5
     noise_init: tuple[float, float] = range_field(-0.01, 0.01)
@@ -43,7 +62,10 @@ class RenderConfig:
     fog_prob: float = 0.5
     fog_density: tuple[float, float] = range_field(0.0, 0.5)
     fog_color: tuple[float, float] = range_field(0.0, 1.0)
+    fog_color_grid: tuple[int, int] = (1, 1)
+    fog_octaves: int = 4
     blur_prob: float = 0.5
+    blur_layer_prob: float = 0.5
     blur_sigma_x: tuple[float, float] = range_field(1.0, 2.0)
     blur_sigma_y: tuple[float, float] = range_field(3.0, 11.0)
     blur_angle_deg: tuple[float, float] = range_field(0.0, 90.0)
@@ -52,9 +74,38 @@ class RenderConfig:
     def __post_init__(self) -> None:
         if self.width < 8 or self.height < 8:
             raise ValueError(f"image size must be at least 8×8, got {self.width}×{self.height}")
-        if self.num_layers[0] < 1:
-            raise ValueError(f"num_layers must be at least 1, got {self.num_layers}")
-        for name in ("white_balance_prob", "noise_prob", "fog_prob", "blur_prob"):
+        if self.canvas_margin < 0:
+            raise ValueError(f"canvas_margin must be >= 0, got {self.canvas_margin}")
+        if self.num_layers[0] < 0:
+            raise ValueError(f"num_layers must be >= 0, got {self.num_layers}")
+        if not 0.0 < self.object_size[0]:
+            raise ValueError(f"object_size must be positive, got {self.object_size}")
+        for name in ("grid_size", "fog_color_grid"):
+            rows, cols = getattr(self, name)
+            if rows < 1 or cols < 1:
+                raise ValueError(f"{name} must be at least (1, 1), got {(rows, cols)}")
+        if self.fog_octaves < 1:
+            raise ValueError(f"fog_octaves must be at least 1, got {self.fog_octaves}")
+        if self.blur_kernel_size < 1 or self.blur_kernel_size % 2 == 0:
+            raise ValueError(f"blur_kernel_size must be a positive odd number, got {self.blur_kernel_size}")
+        if self.splat_c <= 0:
+            raise ValueError(f"splat_c must be positive, got {self.splat_c}")
+        if not 0.5 < self.valid_min_weight <= 1.0:
+            raise ValueError(f"valid_min_weight must be in (0.5, 1], got {self.valid_min_weight}")
+        for name in ("white_balance_prob", "noise_prob", "fog_prob", "blur_prob", "blur_layer_prob"):
             p = getattr(self, name)
             if not 0.0 <= p <= 1.0:
                 raise ValueError(f"{name} must be a probability in [0, 1], got {p}")
+        for warp in (self.layer_warp, self.anchor_warp):
+            if warp.scale[0] <= 0:
+                raise ValueError(f"warp scale must be positive, got {warp.scale}")
+
+    @property
+    def max_layers(self) -> int:
+        """Layer slots per sample: the most foregrounds plus the background."""
+        return self.num_layers[1] + 1
+
+    @property
+    def canvas_size(self) -> tuple[int, int]:
+        """(W, H) of the output window plus the margin: the natural size of a layer bank."""
+        return self.width + 2 * self.canvas_margin, self.height + 2 * self.canvas_margin
