@@ -1,0 +1,457 @@
+"""HDF5 shards: a generated set stored as numbered files plus a JSON manifest.
+
+A set of ``N`` samples with shard size ``K`` is split into shards
+``shard-00000.h5``, ``shard-00001.h5``, ...; shard ``k`` holds the samples with global
+indices ``[k·K, min((k+1)·K, N))`` (fewer when samples were dropped). Each shard is
+written under a hidden temporary name and renamed when complete, so a file with a
+shard's name is always whole. ``manifest.json`` describes the set (recipe, seed, sizes)
+and lists the complete shards with their sample counts, byte sizes and sha256.
+
+Layout of one shard (``n`` samples of H×W; plain h5py reads it):
+
+- ``img1``, ``img2``: n×H×W×3 uint8; ``flow``: n×H×W×2 float32 or float16 (img1→img2,
+  pixels); ``valid``: n×H×W uint8 (1 where the flow is defined). One chunk per sample,
+  gzip (level 1) with shuffle.
+- ``params/<name>``: the sample's scene parameters θ (``SceneParams.to_numpy()``).
+- ``meta/<name>``: per-sample columns: ``index`` (global sample index), ``seed`` (its
+  generator's seed), ``effect_<name>`` (1 where the effect was applied), ...
+- root attributes: the set header (:class:`ShardSetHeader`) plus ``shard_index``,
+  ``first_sample``, ``num_planned`` and ``num_samples``.
+
+Files are written byte-for-byte deterministically (fixed HDF5 format version, no
+timestamps, no creation-order tracking): the same samples give the same bytes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import hashlib
+import json
+import os
+import re
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any, Literal, NamedTuple
+
+import h5py
+import numpy as np
+from tqdm import tqdm
+
+from dflowgen import __version__
+from dflowgen.errors import DflowgenError
+
+FORMAT_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+_LOCK_NAME = ".manifest.lock"
+_SHARD_NAME = re.compile(r"^shard-(\d{5,})\.h5$")
+# The HDF5 file format is pinned (oldest readers, 1.10 features) so that a newer HDF5
+# library writes the same bytes; together with track_times=False this makes shards reproducible.
+_LIBVER = ("earliest", "v110")
+# The images, flow and valid mask get one compressed chunk per sample, so a reader
+# touches only the samples it reads. gzip level 1 with byte shuffling: lzf is faster but
+# its output depends on uninitialised memory, which would break reproducible shards.
+_SAMPLE_ARRAYS = ("img1", "img2", "flow", "valid")
+_COMPRESSION = {"compression": "gzip", "compression_opts": 1, "shuffle": True}
+# Other per-sample arrays (θ) at least this large get an uncompressed chunk per sample
+# (the largest, texture noise, is random and does not compress); smaller columns
+# (indices, flags, scalars) are one uncompressed chunk per shard.
+_PER_SAMPLE_CHUNK_BYTES = 4096
+_HASH_BLOCK = 1 << 20
+
+
+def shard_name(index: int) -> str:
+    """The file name of shard ``index`` (``shard-00003.h5``)."""
+    return f"shard-{index:05d}.h5"
+
+
+def parse_shard_name(name: str) -> int | None:
+    """The shard index in a shard file name, or None for any other name."""
+    match = _SHARD_NAME.match(name)
+    return int(match.group(1)) if match else None
+
+
+def file_sha256(path: Path) -> str:
+    """Hex sha256 of a file's bytes, read in blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        while block := stream.read(_HASH_BLOCK):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a hidden temporary file and an atomic rename."""
+    temp_path = path.with_name(f".{path.name}.tmp")
+    with open(temp_path, "wb") as stream:
+        stream.write(data)
+        stream.flush()
+        os.fsync(stream.fileno())
+    os.replace(temp_path, path)
+
+
+@dataclasses.dataclass(frozen=True)
+class ShardSetHeader:
+    """What a set is: stored in the manifest and as root attributes of every shard.
+
+    ``recipe`` is the complete resolved recipe as TOML (``recipes.recipe_to_toml``); the
+    other fields repeat the parts of it a reader needs most, so plain h5py users do not
+    have to parse TOML. ``total_samples`` counts the samples planned for the whole set.
+    """
+
+    recipe: str
+    seed: int
+    total_samples: int
+    shard_size: int
+    width: int
+    height: int
+    flow_dtype: Literal["float32", "float16"]
+    asset_fingerprint: str
+    format_version: int = FORMAT_VERSION
+    dflowgen_version: str = __version__
+
+    @property
+    def num_shards(self) -> int:
+        return -(-self.total_samples // self.shard_size)
+
+    def shard_samples(self, shard_index: int) -> range:
+        """Global indices of the samples planned for shard ``shard_index``."""
+        start = shard_index * self.shard_size
+        return range(start, min(start + self.shard_size, self.total_samples))
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any]) -> ShardSetHeader:
+        """A header from a manifest dict or shard attributes (extra keys ignored)."""
+        values = {}
+        for field in dataclasses.fields(cls):
+            value = data[field.name]
+            values[field.name] = value.item() if isinstance(value, np.generic) else value
+        return cls(**values)
+
+
+@dataclasses.dataclass(frozen=True)
+class ShardEntry:
+    """One complete shard as the manifest lists it."""
+
+    file: str
+    index: int
+    first_sample: int
+    num_planned: int
+    num_samples: int
+    bytes: int
+    sha256: str
+
+
+class SampleBatch(NamedTuple):
+    """B samples ready to store (numpy, file conventions).
+
+    img1, img2: B×H×W×3 uint8. flow: B×H×W×2 float. valid: B×H×W uint8/bool.
+    params: θ arrays with leading dim B. meta: per-sample columns with leading dim B.
+    """
+
+    img1: np.ndarray
+    img2: np.ndarray
+    flow: np.ndarray
+    valid: np.ndarray
+    params: dict[str, np.ndarray]
+    meta: dict[str, np.ndarray]
+
+
+class ShardWriter:
+    """Writes one shard batch by batch into a hidden temporary file; ``commit`` renames it.
+
+    Use as a context manager: leaving the block by an exception (Ctrl-C included)
+    removes the temporary file, so only complete shards are ever visible.
+    """
+
+    def __init__(self, folder: Path, header: ShardSetHeader, shard_index: int) -> None:
+        self.header = header
+        self.shard_index = shard_index
+        self.samples = header.shard_samples(shard_index)
+        self.path = Path(folder) / shard_name(shard_index)
+        self.temp_path = self.path.with_name(f".{self.path.name}.tmp")
+        self._count = 0
+        self._file = h5py.File(self.temp_path, "w", libver=_LIBVER, track_order=False)
+        for key, value in dataclasses.asdict(header).items():
+            self._file.attrs[key] = value
+        self._file.attrs["shard_index"] = shard_index
+        self._file.attrs["first_sample"] = self.samples.start
+        self._file.attrs["num_planned"] = len(self.samples)
+
+    def __enter__(self) -> ShardWriter:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, traceback: Any) -> None:
+        if exc_type is not None:
+            self.abort()
+
+    def append(self, batch: SampleBatch) -> None:
+        """Store B more samples after those already written."""
+        size = len(batch.img1)
+        if self._count + size > len(self.samples):
+            raise ValueError(f"shard {self.shard_index} holds {len(self.samples)} samples, got {self._count + size}")
+        columns = {
+            "img1": batch.img1,
+            "img2": batch.img2,
+            "flow": batch.flow.astype(self.header.flow_dtype, copy=False),
+            "valid": batch.valid.astype(np.uint8, copy=False),
+            **{f"params/{name}": value for name, value in batch.params.items()},
+            **{f"meta/{name}": value for name, value in batch.meta.items()},
+        }
+        for name, values in columns.items():
+            if len(values) != size:
+                raise ValueError(f"column {name} has {len(values)} samples, expected {size}")
+            dataset = self._file.get(name)
+            if dataset is None:
+                dataset = self._create(name, values)
+            dataset[self._count : self._count + size] = values
+        self._count += size
+
+    def _create(self, name: str, values: np.ndarray) -> h5py.Dataset:
+        capacity = len(self.samples)
+        sample_shape = values.shape[1:]
+        sample_bytes = values.itemsize * int(np.prod(sample_shape, dtype=np.int64))
+        per_sample = name in _SAMPLE_ARRAYS or sample_bytes >= _PER_SAMPLE_CHUNK_BYTES
+        return self._file.create_dataset(
+            name,
+            shape=(capacity, *sample_shape),
+            maxshape=(capacity, *sample_shape),
+            dtype=values.dtype,
+            chunks=(1 if per_sample else capacity, *sample_shape),
+            track_times=False,
+            **(_COMPRESSION if name in _SAMPLE_ARRAYS else {}),
+        )
+
+    def commit(self) -> ShardEntry:
+        """Close the file, rename it to its shard name, and describe it for the manifest.
+
+        Fewer samples than planned (dropped ones) shrink every dataset to those written.
+        """
+        if self._count < len(self.samples):
+            for name in _dataset_names(self._file):
+                self._file[name].resize(self._count, axis=0)
+        self._file.attrs["num_samples"] = self._count
+        self._file.close()
+        with open(self.temp_path, "rb+") as stream:
+            os.fsync(stream.fileno())
+        entry = ShardEntry(
+            file=self.path.name,
+            index=self.shard_index,
+            first_sample=self.samples.start,
+            num_planned=len(self.samples),
+            num_samples=self._count,
+            bytes=self.temp_path.stat().st_size,
+            sha256=file_sha256(self.temp_path),
+        )
+        os.replace(self.temp_path, self.path)
+        return entry
+
+    def abort(self) -> None:
+        """Drop the unfinished shard."""
+        if self._file.id.valid:
+            self._file.close()
+        self.temp_path.unlink(missing_ok=True)
+
+
+def _dataset_names(group: h5py.Group) -> list[str]:
+    """Paths of every dataset under ``group``."""
+    names: list[str] = []
+    group.visititems(lambda name, item: names.append(name) if isinstance(item, h5py.Dataset) else None)
+    return names
+
+
+def read_shard_header(path: Path) -> ShardSetHeader:
+    """The set header stored in a shard's root attributes."""
+    try:
+        with h5py.File(path, "r") as shard:
+            return ShardSetHeader.from_mapping(shard.attrs)
+    except (OSError, KeyError) as error:
+        raise DflowgenError(f"{path} is not a readable dflowgen shard: {error}") from None
+
+
+def shard_entry_from_file(path: Path) -> ShardEntry:
+    """Describe a complete shard that the manifest does not list (hashes the file)."""
+    try:
+        with h5py.File(path, "r") as shard:
+            attrs = {key: shard.attrs[key] for key in ("shard_index", "first_sample", "num_planned", "num_samples")}
+    except (OSError, KeyError) as error:
+        raise DflowgenError(f"{path} is not a readable dflowgen shard: {error}") from None
+    return ShardEntry(
+        file=path.name,
+        index=int(attrs["shard_index"]),
+        first_sample=int(attrs["first_sample"]),
+        num_planned=int(attrs["num_planned"]),
+        num_samples=int(attrs["num_samples"]),
+        bytes=path.stat().st_size,
+        sha256=file_sha256(path),
+    )
+
+
+def shard_files(folder: Path) -> dict[int, Path]:
+    """The complete shard files in ``folder`` by index (temporary files excluded)."""
+    found = {}
+    for path in Path(folder).iterdir():
+        index = parse_shard_name(path.name)
+        if index is not None:
+            found[index] = path
+    return dict(sorted(found.items()))
+
+
+@dataclasses.dataclass(frozen=True)
+class Manifest:
+    """The set header and its complete shards, as stored in ``manifest.json``."""
+
+    header: ShardSetHeader
+    shards: tuple[ShardEntry, ...] = ()
+
+    @property
+    def samples_written(self) -> int:
+        return sum(entry.num_samples for entry in self.shards)
+
+    @property
+    def samples_dropped(self) -> int:
+        """Samples of complete shards that were rendered but not kept."""
+        return sum(entry.num_planned - entry.num_samples for entry in self.shards)
+
+    @property
+    def samples_not_written(self) -> int:
+        """Samples planned for shards that are not complete yet."""
+        return self.header.total_samples - sum(entry.num_planned for entry in self.shards)
+
+    @property
+    def complete(self) -> bool:
+        return len(self.shards) == self.header.num_shards
+
+    def with_shards(self, entries: Mapping[int, ShardEntry]) -> Manifest:
+        return dataclasses.replace(self, shards=tuple(entries[index] for index in sorted(entries)))
+
+    def to_json(self) -> str:
+        data = {
+            **dataclasses.asdict(self.header),
+            "num_shards": self.header.num_shards,
+            "samples_written": self.samples_written,
+            "samples_dropped": self.samples_dropped,
+            "samples_not_written": self.samples_not_written,
+            "complete": self.complete,
+            "shards": [dataclasses.asdict(entry) for entry in self.shards],
+        }
+        return json.dumps(data, indent=2) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str) -> Manifest:
+        data = json.loads(text)
+        return cls(ShardSetHeader.from_mapping(data), tuple(ShardEntry(**entry) for entry in data["shards"]))
+
+
+def read_manifest(folder: Path) -> Manifest | None:
+    """The manifest of ``folder``, or None when there is none."""
+    path = Path(folder) / MANIFEST_NAME
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return None
+    except OSError as error:
+        raise DflowgenError(f"cannot read {path}: {error.strerror}") from None
+    try:
+        return Manifest.from_json(text)
+    except (ValueError, KeyError, TypeError) as error:
+        raise DflowgenError(f"{path} is not a dflowgen manifest: {error}") from None
+
+
+def write_manifest(folder: Path, manifest: Manifest) -> None:
+    """Replace ``manifest.json`` atomically."""
+    atomic_write_bytes(Path(folder) / MANIFEST_NAME, manifest.to_json().encode())
+
+
+@contextlib.contextmanager
+def manifest_lock(folder: Path) -> Iterator[None]:
+    """Exclusive lock for read-modify-write of the manifest by concurrent processes.
+
+    An advisory ``flock`` on a hidden lock file: it serialises the processes of a split
+    run on one machine and on file systems that support locks (local disks, NFSv4).
+    Not re-entrant: code holding it calls the ``*_locked`` variants.
+    """
+    with open(Path(folder) / _LOCK_NAME, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def sync_manifest(folder: Path, header: ShardSetHeader) -> Manifest:
+    """Make the manifest list exactly the complete shards present, and return it.
+
+    Shards present but unlisted (a process killed between renaming a shard and
+    recording it) are hashed and added; listed shards whose file is gone are dropped.
+    The header is ``header`` (the caller has checked that it matches the folder's).
+    """
+    with manifest_lock(folder):
+        return sync_manifest_locked(folder, header)
+
+
+def sync_manifest_locked(folder: Path, header: ShardSetHeader) -> Manifest:
+    """:func:`sync_manifest` for a caller already holding :func:`manifest_lock`."""
+    folder = Path(folder)
+    existing = read_manifest(folder)
+    listed = {entry.index: entry for entry in existing.shards} if existing else {}
+    present = {index: path for index, path in shard_files(folder).items() if index < header.num_shards}
+    entries = {index: listed.get(index) or shard_entry_from_file(path) for index, path in present.items()}
+    manifest = Manifest(header).with_shards(entries)
+    write_manifest(folder, manifest)
+    return manifest
+
+
+def record_shard(folder: Path, entry: ShardEntry) -> None:
+    """Add a just-committed shard to the manifest (safe against concurrent writers)."""
+    with manifest_lock(folder):
+        manifest = read_manifest(folder)
+        if manifest is None:
+            raise DflowgenError(f"{Path(folder) / MANIFEST_NAME} disappeared while shards were being written")
+        entries = {existing.index: existing for existing in manifest.shards}
+        entries[entry.index] = entry
+        write_manifest(folder, manifest.with_shards(entries))
+
+
+class ShardProblem(NamedTuple):
+    """Something wrong with one file of a set, as :func:`verify_shards` reports it."""
+
+    file: str
+    kind: Literal["missing", "truncated", "corrupt", "unlisted", "unexpected", "manifest"]
+    detail: str
+
+    def __str__(self) -> str:
+        return f"{self.file}: {self.kind} ({self.detail})"
+
+
+def verify_shards(folder: str | Path, quiet: bool = True) -> list[ShardProblem]:
+    """Recompute every shard's checksum and list what is missing, truncated or corrupt.
+
+    An empty list means the set is whole: every planned shard is present, listed in
+    the manifest, and has its recorded size and sha256. Shows a progress bar unless
+    ``quiet`` (or not on a terminal).
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DflowgenError(f"shard folder not found: {folder}")
+    manifest = read_manifest(folder)
+    if manifest is None:
+        return [ShardProblem(MANIFEST_NAME, "missing", "not a complete dflowgen set, or the manifest was deleted")]
+    listed = {entry.index: entry for entry in manifest.shards}
+    present = shard_files(folder)
+    problems = []
+    for index in tqdm(range(manifest.header.num_shards), desc="verify", unit="shard", disable=True if quiet else None):
+        name = shard_name(index)
+        entry, path = listed.get(index), present.get(index)
+        if path is None:
+            problems.append(ShardProblem(name, "missing", "not generated yet, or deleted"))
+        elif entry is None:
+            problems.append(ShardProblem(name, "unlisted", "present but not in the manifest; run generate again"))
+        elif (size := path.stat().st_size) < entry.bytes:
+            problems.append(ShardProblem(name, "truncated", f"{size} of {entry.bytes} bytes"))
+        elif size != entry.bytes or file_sha256(path) != entry.sha256:
+            problems.append(ShardProblem(name, "corrupt", "sha256 differs from the manifest"))
+    for index in sorted(present.keys() - range(manifest.header.num_shards)):
+        problems.append(ShardProblem(shard_name(index), "unexpected", f"the set has {manifest.header.num_shards} shards"))
+    return problems

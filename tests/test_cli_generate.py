@@ -1,0 +1,102 @@
+"""`dflowgen generate` on the command line: bad input is one line, exit 2, nothing written."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from dflowgen.cli import cli
+from dflowgen.data.shards import read_manifest, shard_name, verify_shards
+
+TINY_ARGS = ["--size", "64x48", "--batch-size", "2", "--shard-size", "3", "--device", "cpu", "--quiet"]
+
+
+@pytest.fixture()
+def tiny_recipe(tmp_path) -> Path:
+    path = tmp_path / "tiny.toml"
+    path.write_text("[render]\ncanvas_margin = 8\nnum_layers = [2, 3]\nblur_kernel_size = 9\n")
+    return path
+
+
+def generate(*args: str):
+    return CliRunner().invoke(cli, ["generate", "--mode", "random", *args])
+
+
+def assert_one_line_error(result, fragment: str) -> None:
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("dflowgen: error:"), result.output
+    assert fragment in lines[0], lines[0]
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["--num-samples", "0"], "--num-samples"),
+        (["--num-samples", "-3"], "--num-samples"),
+        (["--num-samples", "4", "--size", "12x"], "--size"),
+        (["--num-samples", "4", "--size", "0x5"], "--size"),
+        (["--num-samples", "4", "--size", "4x4"], "at least 8"),
+        (["--num-samples", "4", "--batch-size", "0"], "batch_size"),
+        (["--num-samples", "4", "--shard-index", "2", "--num-shards", "2"], "--shard-index"),
+        (["--num-samples", "4", "--shard-index", "1"], "--num-shards"),
+        (["--num-samples", "4", "--recipe", "no-such-recipe"], "no-such-recipe"),
+    ],
+)
+def test_bad_values_are_one_line_errors_and_write_nothing(tmp_path, args, fragment):
+    out = tmp_path / "out"
+    assert_one_line_error(generate(*args, "--out", str(out), "--device", "cpu", "--quiet"), fragment)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "text, fragment",
+    [("[render]\nwidthh = 64\n", "render.widthh"), ("[render]\nnum_layers = [5, 2]\n", "render.num_layers")],
+)
+def test_bad_recipes_are_one_line_errors_and_write_nothing(tmp_path, text, fragment):
+    recipe, out = tmp_path / "bad.toml", tmp_path / "out"
+    recipe.write_text(text)
+    assert_one_line_error(generate("--num-samples", "4", "--recipe", str(recipe), "--out", str(out)), fragment)
+    assert not out.exists()
+
+
+def test_unwritable_output_folder_is_a_one_line_error(tmp_path, tiny_recipe):
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("not a folder")
+    result = generate("--num-samples", "2", "--recipe", str(tiny_recipe), "--out", str(blocker / "sub"), *TINY_ARGS)
+    assert_one_line_error(result, f"{blocker} is not a folder")
+    result = generate("--num-samples", "2", "--recipe", str(tiny_recipe), "--out", str(blocker), *TINY_ARGS)
+    assert_one_line_error(result, "not a folder")
+    assert blocker.read_text() == "not a folder"
+
+
+def test_different_seed_is_refused_then_overwritten(tmp_path, tiny_recipe):
+    out = tmp_path / "set"
+    base = ["--recipe", str(tiny_recipe), "--out", str(out), *TINY_ARGS]
+    result = generate("--num-samples", "7", "--seed", "1", "--preview", *base)
+    assert result.exit_code == 0, result.output
+    before = {path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in out.iterdir() if path.is_file()}
+
+    assert_one_line_error(generate("--num-samples", "4", "--seed", "2", *base), "generate.seed: 1 -> 2")
+    assert {path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in out.iterdir() if path.is_file()} == before
+
+    result = generate("--num-samples", "4", "--seed", "2", "--overwrite", *base)
+    assert result.exit_code == 0, result.output
+    manifest = read_manifest(out)
+    assert (manifest.header.seed, manifest.header.total_samples) == (2, 4)
+    assert sorted(path.name for path in out.glob("shard-*.h5")) == [shard_name(0), shard_name(1)]
+    assert not (out / "previews").exists()
+    assert verify_shards(out) == []
+
+
+def test_summary_line_and_inspect_after_generate(tmp_path, tiny_recipe):
+    out = tmp_path / "set"
+    result = CliRunner().invoke(cli, ["generate", "--mode", "random", "--num-samples", "3", "--recipe", str(tiny_recipe),
+                                      "--out", str(out), "--size", "64x48", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert "set complete" in result.output and "3 samples" in result.output
+    result = CliRunner().invoke(cli, ["inspect", str(out), "--no-plot"])
+    assert result.exit_code == 0 and "3 in 1 of 1 shards" in result.output and "64x48" in result.output
