@@ -17,21 +17,15 @@ import tomllib
 import types
 import typing
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any, TypeVar
 
 from dflowgen.errors import DflowgenError
+from dflowgen.fields import nested
+from dflowgen.render.config import RenderConfig
+from dflowgen.train.config import TrainConfig
 
 T = TypeVar("T")
-
-
-def range_field(lo: float, hi: float) -> Any:
-    """A dataclass field holding a closed range ``(lo, hi)`` checked for ``lo <= hi``."""
-    return dataclasses.field(default=(lo, hi), metadata={"range": True})
-
-
-def nested(cls: type) -> Any:
-    """A dataclass field holding a nested section with its own defaults."""
-    return dataclasses.field(default_factory=cls)
 
 
 def _check_value(value: Any, hint: Any, key: str) -> Any:
@@ -152,27 +146,33 @@ def dumps_toml(data: dict[str, Any]) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
-# Sections are imported here, after the helpers they use, so each section module can
-# import range_field/nested from this module without a cycle at import time.
-from dflowgen.render.config import RenderConfig  # noqa: E402
-from dflowgen.train.config import TrainConfig  # noqa: E402
-
-
 @dataclasses.dataclass(frozen=True)
 class GenerateConfig:
-    """How a dataset is produced and stored (not what is rendered)."""
+    """How a dataset is produced and stored (not what is rendered); keys under ``[generate]``.
+
+    seed: the run seed; sample i is drawn from (seed, i) alone. batch_size: samples
+    rendered at once (speed and memory only). shard_size: samples per HDF5 shard.
+    flow_dtype: precision of the stored flow. preview_count: samples ``--preview`` draws.
+    store_params: keep every sample's scene parameters θ in its shard, so it can be
+    re-rendered or optimised further; the per-pixel texture noise in θ takes 24 bytes a
+    pixel, more than the images and flow together, and a randomly generated sample can
+    also be re-drawn from the recipe, seed and index.
+    """
 
     seed: int = 0
     batch_size: int = 8
     shard_size: int = 256
     flow_dtype: typing.Literal["float32", "float16"] = "float32"
     preview_count: int = 8
+    store_params: bool = True
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {self.batch_size}")
         if self.shard_size < 1:
             raise ValueError(f"shard_size must be positive, got {self.shard_size}")
+        if self.preview_count < 0:
+            raise ValueError(f"preview_count must not be negative, got {self.preview_count}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -229,12 +229,18 @@ def load_recipe(name_or_path: str | Path | None = None) -> Recipe:
     return parse_recipe(text, source=str(path))
 
 
-def replace_in(instance: T, path: str, value: Any) -> T:
-    """A copy of a nested frozen dataclass with the field at dotted ``path`` replaced."""
-    head, _, rest = path.partition(".")
-    if rest:
-        return dataclasses.replace(instance, **{head: replace_in(getattr(instance, head), rest, value)})
-    return dataclasses.replace(instance, **{head: value})
+def with_overrides(recipe: Recipe, overrides: Mapping[str, Any]) -> Recipe:
+    """A copy of ``recipe`` with dotted keys replaced (``{"generate.seed": 3}``), validated like a recipe file."""
+    data = to_dict(recipe)
+    for key, value in overrides.items():
+        *parents, leaf = key.split(".")
+        section = data
+        for part in parents:
+            if not isinstance(section.get(part), dict):
+                raise DflowgenError(f"unknown recipe key '{key}'")
+            section = section[part]
+        section[leaf] = value
+    return from_dict(Recipe, data)
 
 
 def recipe_to_toml(recipe: Recipe) -> str:

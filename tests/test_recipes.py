@@ -3,7 +3,7 @@ import dataclasses
 import pytest
 
 from dflowgen.errors import DflowgenError
-from dflowgen.recipes import Recipe, load_recipe, parse_recipe, recipe_to_toml, replace_in
+from dflowgen.recipes import Recipe, load_recipe, parse_recipe, recipe_to_toml, with_overrides
 
 
 def test_defaults_roundtrip_through_toml():
@@ -49,10 +49,16 @@ def test_recipe_file_path_loads(tmp_path):
     assert load_recipe(path).generate.seed == 7
 
 
-def test_recipes_are_frozen_and_replace_in_copies():
+def test_recipes_are_frozen_and_overrides_copy_and_validate():
     recipe = Recipe()
     with pytest.raises(dataclasses.FrozenInstanceError):
         recipe.render.width = 3
-    changed = replace_in(recipe, "render.layer_warp.translation", (-1.0, 1.0))
-    assert changed.render.layer_warp.translation == (-1.0, 1.0)
+    changed = with_overrides(recipe, {"render.layer_warp.translation": [-1.0, 1.0], "generate.seed": 5})
+    assert changed.render.layer_warp.translation == (-1.0, 1.0) and changed.generate.seed == 5
     assert recipe.render.layer_warp.translation == (-80.0, 80.0)
+    with pytest.raises(DflowgenError, match="lo > hi"):
+        with_overrides(recipe, {"render.layer_warp.translation": [1.0, -1.0]})
+    with pytest.raises(DflowgenError, match="render.nope"):
+        with_overrides(recipe, {"render.nope": 1})
+    with pytest.raises(DflowgenError, match="unknown recipe key 'nope.x'"):
+        with_overrides(recipe, {"nope.x": 1})
