@@ -1,0 +1,80 @@
+"""RAFT / RAFT-small inference speed: median of timed runs after a warm-up, on 1×3×384×512 images.
+
+Each configuration runs in a fresh process so that its peak resident memory is its own.
+
+    python bench/inference.py                      # CPU, 2 threads
+    python bench/inference.py --device cuda --mixed-precision
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import resource
+import statistics
+import time
+
+import torch
+
+from dflowgen.models.raft import CORR_KINDS, MODEL_NAMES, build_raft
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def measure(model_name: str, iters: int, options: dict) -> dict[str, float]:
+    """Seconds per forward pass (median and fastest) and peak memory of one model / iteration count."""
+    torch.set_num_threads(options["threads"])
+    device = torch.device(options["device"])
+    torch.manual_seed(0)
+    model = build_raft(model_name, corr=options["corr"], mixed_precision=options["mixed_precision"]).to(device).eval()
+    height, width = options["size"]
+    image1 = torch.rand(1, 3, height, width, device=device) * 255
+    image2 = torch.roll(image1, shifts=(3, -5), dims=(2, 3))
+    times = []
+    with torch.inference_mode():
+        for run in range(options["repeats"] + 1):
+            _synchronize(device)
+            start = time.perf_counter()
+            model(image1, image2, iters=iters, test_mode=True)
+            _synchronize(device)
+            if run:  # the first run warms up allocator and kernels
+                times.append(time.perf_counter() - start)
+    peak_rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+    result = {"seconds": statistics.median(times), "fastest": min(times), "peak_rss_mib": peak_rss_mib}
+    if device.type == "cuda":
+        result["peak_cuda_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--corr", choices=CORR_KINDS, default="all-pairs")
+    parser.add_argument("--mixed-precision", action="store_true", help="bfloat16 autocast (for CUDA)")
+    parser.add_argument("--size", type=int, nargs=2, default=(384, 512), metavar=("H", "W"))
+    parser.add_argument("--models", nargs="+", choices=MODEL_NAMES, default=list(MODEL_NAMES))
+    parser.add_argument("--iters", type=int, nargs="+", default=[12, 32])
+    options = vars(parser.parse_args())
+    height, width = options["size"]
+    print(f"device {options['device']}, {options['threads']} threads, {height}×{width}, corr {options['corr']}, "
+          f"mixed precision {options['mixed_precision']}, median of {options['repeats']} after a warm-up")
+    context = multiprocessing.get_context("spawn")
+    for model_name in options["models"]:
+        for iters in options["iters"]:
+            with context.Pool(1) as pool:
+                result = pool.apply(measure, (model_name, iters, options))
+            extra = f", peak CUDA {result['peak_cuda_mib']:.0f} MiB" if "peak_cuda_mib" in result else ""
+            summary = (
+                f"median {result['seconds']:.3f} s (fastest {result['fastest']:.3f} s), "
+                f"peak RSS {result['peak_rss_mib']:.0f} MiB{extra}"
+            )
+            print(f"{model_name:<10} {iters:>2} iters: {summary}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Optical-flow networks: RAFT and RAFT-small (:mod:`dflowgen.models.raft`)."""
