@@ -29,6 +29,8 @@ demo: install
 
 bench: install
 	$(PY) bench/render.py
+	$(PY) bench/inference.py
+	$(PY) bench/train_step.py
 
 clean:
 	rm -rf $(VENV) demo-out .pytest_cache

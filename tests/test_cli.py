@@ -18,3 +18,12 @@ def test_every_command_has_help():
         result = runner.invoke(cli, [name, "--help"])
         assert result.exit_code == 0, (name, result.output)
         assert "Usage" in result.output
+
+
+def test_usage_errors_are_one_line_with_exit_2():
+    runner = CliRunner()
+    for args in (["no-such-command"], ["weights", "add"], ["weights", "list", "--bogus"]):
+        result = runner.invoke(cli, args)
+        assert result.exit_code == 2, (args, result.output)
+        lines = result.output.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("dflowgen: error:"), (args, result.output)

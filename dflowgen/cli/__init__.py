@@ -7,6 +7,8 @@ non-zero exit status, never a traceback.
 
 from __future__ import annotations
 
+import sys
+
 import click
 
 from dflowgen import __version__
@@ -14,7 +16,30 @@ from dflowgen.errors import DflowgenError
 
 
 class _Group(click.Group):
-    """A click group that turns DflowgenError into a one-line message."""
+    """A click group whose every user error is one line on stderr and a non-zero exit.
+
+    DflowgenError (exit 2) comes from the library; click's own usage errors (exit 2)
+    are shortened to one line with a pointer to the command's help.
+    """
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):  # noqa: ANN001,ANN201
+        try:
+            result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.UsageError as error:
+            where = f" (see '{error.ctx.command_path} --help')" if error.ctx is not None else ""
+            click.echo(f"dflowgen: error: {error.format_message()}{where}", err=True)
+            code = error.exit_code
+        except click.ClickException as error:
+            click.echo(f"dflowgen: error: {error.format_message()}", err=True)
+            code = error.exit_code
+        except (click.Abort, KeyboardInterrupt):
+            click.echo("dflowgen: interrupted", err=True)
+            code = 130
+        else:
+            code = result if isinstance(result, int) else 0
+        if standalone_mode:
+            sys.exit(code)
+        return code
 
     def invoke(self, ctx: click.Context):  # noqa: ANN201 (click's own signature)
         try:
@@ -36,3 +61,6 @@ def main() -> None:
 
 
 # Command modules register themselves on `cli` when imported (one line each, below).
+from dflowgen.cli import eval as _eval, train as _train  # noqa: E402,F401
+from dflowgen.cli import weights as _weights  # noqa: E402,F401
+from dflowgen.cli import generate as _generate, inspect as _inspect, verify as _verify  # noqa: E402,F401

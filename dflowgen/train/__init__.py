@@ -1,0 +1,6 @@
+"""Supervised RAFT training: config, data order, loop, checkpoints, logging, torchrun.
+
+Import the parts from their modules (``dflowgen.train.trainer.train``, ...). This package
+imports nothing itself: :mod:`dflowgen.recipes` imports :mod:`dflowgen.train.config`, and the
+trainer imports :mod:`dflowgen.recipes`, so importing the trainer here would make a cycle.
+"""
