@@ -29,7 +29,6 @@ demo: install
 
 bench: install
 	$(PY) bench/render.py
-	$(PY) bench/inference.py
 	$(PY) bench/train_step.py
 
 clean:

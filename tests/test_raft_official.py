@@ -20,6 +20,10 @@ from dflowgen.flow.io import read_flo
 from dflowgen.flow.metrics import end_point_error
 from dflowgen.models.raft import InputPadder, load_raft
 
+# The default run checks the same anchor end to end through `dflowgen eval` (tests/test_eval_official.py);
+# this model-level copy runs in `make test-slow`.
+pytestmark = pytest.mark.slow
+
 # Only pairs whose flow is stable under float32 rounding. On ambush_4 (both models) and temple_3
 # (RAFT-small) some pixels are chaotic over 32 iterations: any change of summation order moves
 # their EPE by up to ~0.3 px. The official sequence of operations itself, run with this torch on
