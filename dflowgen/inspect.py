@@ -11,7 +11,8 @@ import h5py
 import numpy as np
 from tqdm import tqdm
 
-from dflowgen.data.shards import atomic_write_bytes, read_manifest, read_shard_header, shard_files
+from dflowgen.data.shards import read_manifest, read_shard_header, shard_files
+from dflowgen.files import atomic_write_bytes
 from dflowgen.errors import DflowgenError
 
 PLOT_NAME = "flow-magnitude.png"

@@ -12,7 +12,8 @@ from PIL import Image
 
 from dflowgen.data.sample import FlowPair
 from dflowgen.data.shard_dataset import read_pair
-from dflowgen.data.shards import atomic_write_bytes, shard_files
+from dflowgen.data.shards import shard_files
+from dflowgen.files import atomic_write_bytes
 from dflowgen.flow.viz import flow_to_color
 
 PREVIEW_FOLDER = "previews"

@@ -7,7 +7,6 @@ Offline machines register a copy they already have with :func:`add_weights`.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -21,6 +20,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from dflowgen.errors import DflowgenError
+from dflowgen.files import atomic_write_bytes, file_sha256
 
 OFFICIAL_ARCHIVE_URL = "https://dl.dropboxusercontent.com/s/4j4z58wuv8o0mfz/models.zip"
 OFFICIAL_ARCHIVE_SHA256 = "4be6101b271f58ec49866da5cf609fd17e86e9cae2483f70630ef4a295dc66bd"
@@ -64,15 +64,6 @@ def weights_dir() -> Path:
     return cache / "dflowgen" / "weights"
 
 
-def file_sha256(path: Path, chunk_bytes: int = 1 << 20) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(chunk_bytes):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _read_index(store: Path) -> dict[str, dict]:
     index_path = store / "index.json"
     if not index_path.is_file():
@@ -84,9 +75,7 @@ def _read_index(store: Path) -> dict[str, dict]:
 
 
 def _write_index(store: Path, index: dict[str, dict]) -> None:
-    temporary = store / ".index.json.tmp"
-    temporary.write_text(json.dumps(index, indent=1, sort_keys=True) + "\n")
-    os.replace(temporary, store / "index.json")
+    atomic_write_bytes(store / "index.json", (json.dumps(index, indent=1, sort_keys=True) + "\n").encode())
 
 
 def _ensure_store(store: Path) -> Path:

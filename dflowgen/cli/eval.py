@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from dflowgen.cli import cli
-from dflowgen.data.shards import atomic_write_bytes
+from dflowgen.files import atomic_write_bytes
 from dflowgen.data.spec import SPEC_HELP, open_spec
 from dflowgen.errors import DflowgenError
 from dflowgen.evaluate import EvalResult, evaluate

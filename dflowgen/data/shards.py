@@ -27,7 +27,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fcntl
-import hashlib
 import json
 import os
 import re
@@ -41,6 +40,7 @@ from tqdm import tqdm
 
 from dflowgen import __version__
 from dflowgen.errors import DflowgenError
+from dflowgen.files import atomic_write_bytes, file_sha256
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -58,7 +58,6 @@ _COMPRESSION = {"compression": "gzip", "compression_opts": 1, "shuffle": True}
 # (the largest, texture noise, is random and does not compress); smaller columns
 # (indices, flags, scalars) are one uncompressed chunk per shard.
 _PER_SAMPLE_CHUNK_BYTES = 4096
-_HASH_BLOCK = 1 << 20
 
 
 def shard_name(index: int) -> str:
@@ -70,25 +69,6 @@ def parse_shard_name(name: str) -> int | None:
     """The shard index in a shard file name, or None for any other name."""
     match = _SHARD_NAME.match(name)
     return int(match.group(1)) if match else None
-
-
-def file_sha256(path: Path) -> str:
-    """Hex sha256 of a file's bytes, read in blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        while block := stream.read(_HASH_BLOCK):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a hidden temporary file and an atomic rename."""
-    temp_path = path.with_name(f".{path.name}.tmp")
-    with open(temp_path, "wb") as stream:
-        stream.write(data)
-        stream.flush()
-        os.fsync(stream.fileno())
-    os.replace(temp_path, path)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -13,7 +13,7 @@ import json
 import time
 from pathlib import Path
 
-from dflowgen.data.shards import atomic_write_bytes
+from dflowgen.files import atomic_write_bytes
 
 METRIC_KEYS = ("loss", "epe", "1px", "3px", "5px")
 
