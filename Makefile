@@ -24,12 +24,13 @@ test-slow: install
 	$(PY) -m pytest -q -m slow
 
 demo: install
-	$(VENV)/bin/dflowgen generate --mode random --recipe demo --num-samples 16 --out demo-out --preview --overwrite
+	$(VENV)/bin/dflowgen generate --target demo --num-samples 16 --out demo-out --preview --overwrite
 	$(VENV)/bin/dflowgen inspect demo-out
 
 bench: install
 	$(PY) bench/render.py
 	$(PY) bench/train_step.py
+	$(PY) bench/optimize.py
 
 clean:
 	rm -rf $(VENV) demo-out .pytest_cache

@@ -21,11 +21,16 @@ PLOT_NAME = "flow-magnitude.png"
 _FINE_BIN = 0.25
 _BLOCK = 8  # samples read at once
 _BAR_WIDTH = 40
+_LOSS_SUFFIXES = ("_loss_initial", "_loss_final")
 
 
 @dataclasses.dataclass(frozen=True)
 class SetStatistics:
     """Summary of a set. Flow statistics are over valid pixels only.
+
+    For an optimised set, ``losses`` holds the mean of every per-sample proxy-loss column
+    (``target_loss_initial``, ``target_loss_final``, ...) and ``dropped`` the samples not
+    written, by reason.
 
     ``histogram_edges`` (pixels, length bins+1) and ``histogram_counts`` (pixels per
     bin) describe the flow magnitude; ``effects`` maps each effect to the fraction of
@@ -47,6 +52,8 @@ class SetStatistics:
     effects: dict[str, float]
     histogram_edges: list[float]
     histogram_counts: list[int]
+    losses: dict[str, float] = dataclasses.field(default_factory=dict)
+    dropped: dict[str, int] = dataclasses.field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -99,6 +106,7 @@ def set_statistics(folder: str | Path, bins: int = 20, quiet: bool = True) -> Se
     header = manifest.header if manifest else read_shard_header(next(iter(shards.values())))
     magnitudes = _MagnitudeAccumulator()
     effect_counts: dict[str, int] = {}
+    loss_sums: dict[str, float] = {}
     num_samples = 0
     for path in tqdm(shards.values(), desc="inspect", unit="shard", disable=True if quiet else None):
         with h5py.File(path, "r") as shard:
@@ -110,6 +118,8 @@ def set_statistics(folder: str | Path, bins: int = 20, quiet: bool = True) -> Se
                 if name.startswith("effect_"):
                     effect = name.removeprefix("effect_")
                     effect_counts[effect] = effect_counts.get(effect, 0) + int(np.count_nonzero(column[:]))
+                elif name.endswith(_LOSS_SUFFIXES):
+                    loss_sums[name] = loss_sums.get(name, 0.0) + float(np.sum(column[:], dtype=np.float64))
         num_samples += count
     edges, counts = magnitudes.histogram(bins)
     return SetStatistics(
@@ -128,6 +138,8 @@ def set_statistics(folder: str | Path, bins: int = 20, quiet: bool = True) -> Se
         effects={name: effect_counts[name] / max(num_samples, 1) for name in sorted(effect_counts)},
         histogram_edges=edges,
         histogram_counts=counts,
+        losses={name: loss_sums[name] / max(num_samples, 1) for name in sorted(loss_sums)},
+        dropped=manifest.dropped_by_reason if manifest else {},
     )
 
 
@@ -143,6 +155,12 @@ def format_statistics(stats: SetStatistics) -> str:
     ]
     if stats.effects:
         lines.append("effects    " + ", ".join(f"{name} {fraction:.0%}" for name, fraction in stats.effects.items()))
+    for proxy in ("target", "base"):
+        initial, final = (stats.losses.get(f"{proxy}_loss_{when}") for when in ("initial", "final"))
+        if initial is not None and final is not None:
+            lines.append(f"{proxy:<10} proxy loss {initial:.3f} -> {final:.3f} (mean over written samples)")
+    if stats.dropped:
+        lines.append("dropped    " + ", ".join(f"{count} {reason}" for reason, count in stats.dropped.items()))
     lines.append("flow magnitude histogram (px):")
     total = max(sum(stats.histogram_counts), 1)
     peak = max(max(stats.histogram_counts), 1)

@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 
 from dflowgen.errors import DflowgenError
 from dflowgen.fields import nested
+from dflowgen.optimize.config import OptimizeConfig
 from dflowgen.render.config import RenderConfig
 from dflowgen.train.config import TrainConfig
 
@@ -150,8 +151,10 @@ def dumps_toml(data: dict[str, Any]) -> str:
 class GenerateConfig:
     """How a dataset is produced and stored (not what is rendered); keys under ``[generate]``.
 
+    mode: ``random`` renders θ as drawn from the ``[render]`` ranges; ``dflow`` first
+    optimises every sample against the proxies of ``[optimize]`` [DFlow].
     seed: the run seed; sample i is drawn from (seed, i) alone. batch_size: samples
-    rendered at once (speed and memory only). shard_size: samples per HDF5 shard.
+    rendered (and optimised) at once. shard_size: samples per HDF5 shard.
     flow_dtype: precision of the stored flow. preview_count: samples ``--preview`` draws.
     store_params: keep every sample's scene parameters θ in its shard, so it can be
     re-rendered or optimised further; the per-pixel texture noise in θ takes 24 bytes a
@@ -159,6 +162,7 @@ class GenerateConfig:
     also be re-drawn from the recipe, seed and index.
     """
 
+    mode: typing.Literal["random", "dflow"] = "random"
     seed: int = 0
     batch_size: int = 8
     shard_size: int = 256
@@ -177,11 +181,12 @@ class GenerateConfig:
 
 @dataclasses.dataclass(frozen=True)
 class Recipe:
-    """A whole recipe: what to render, how to store it, how to train on it."""
+    """A whole recipe: what to render, how to store it, how to optimise it against proxies, how to train on it."""
 
     name: str = "default"
     render: RenderConfig = nested(RenderConfig)
     generate: GenerateConfig = nested(GenerateConfig)
+    optimize: OptimizeConfig = nested(OptimizeConfig)
     train: TrainConfig = nested(TrainConfig)
 
 

@@ -1,5 +1,9 @@
 """A local store of RAFT checkpoints: the official releases (fetched with a sha256 check) and the user's own.
 
+Two checkpoints ship inside the package for ``dflowgen generate --target demo`` (``PACKAGED``):
+``demo-base`` is the released RAFT-small, ``demo-target`` that network fine-tuned on Sintel pairs
+(``recipes/train-demo-proxy.toml``); their licence notice is ``dflowgen/proxies/NOTICE``.
+
 The store is a folder (``$DFLOWGEN_WEIGHTS_DIR``, else ``$XDG_CACHE_HOME/dflowgen/weights``, else
 ``~/.cache/dflowgen/weights``) holding ``<name>.pth`` files and ``index.json`` (name → file, model, sha256).
 Offline machines register a copy they already have with :func:`add_weights`.
@@ -7,6 +11,7 @@ Offline machines register a copy they already have with :func:`add_weights`.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -17,10 +22,12 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 from tqdm import tqdm
 
 from dflowgen.errors import DflowgenError
 from dflowgen.files import atomic_write_bytes, file_sha256
+from dflowgen.models.raft import load_raft
 
 OFFICIAL_ARCHIVE_URL = "https://dl.dropboxusercontent.com/s/4j4z58wuv8o0mfz/models.zip"
 OFFICIAL_ARCHIVE_SHA256 = "4be6101b271f58ec49866da5cf609fd17e86e9cae2483f70630ef4a295dc66bd"
@@ -44,6 +51,16 @@ OFFICIAL_RELEASES: dict[str, Release] = {
     "raft-kitti": Release("raft", "b9d170362415e1a27bd8402ee966a3ddf0d60df9b2df2c0b4949f5ced490a9e6", "models/raft-kitti.pth"),
     "raft-small": Release("raft-small", "c7d41b9cc88442bb8aa911dbb33086dac55a226394b142937ff22d5578717332", "models/raft-small.pth"),
 }
+
+
+PACKAGED_DIR = Path(__file__).resolve().parent / "proxies"
+PACKAGED: dict[str, Release] = {
+    "demo-base": Release("raft-small", OFFICIAL_RELEASES["raft-small"].sha256, "demo-base.pth"),
+    "demo-target": Release(
+        "raft-small", "a219862edefe1983606be3d5e38f98ea0757301d8eeabb0158385bbed9c10ecc", "demo-target.pth"
+    ),
+}
+"""Checkpoints shipped in ``dflowgen/proxies/`` (``member`` is the file name there)."""
 
 
 @dataclass(frozen=True)
@@ -185,7 +202,8 @@ def fetch_weights(
 def resolve_weights(name_or_path: str | Path, store: Path | None = None) -> Path:
     """A checkpoint path from a file path or a name in the store.
 
-    A missing official release is an error that says how to get it.
+    Names are looked up in the store first, then among the packaged checkpoints. A missing
+    official release is an error that says how to get it.
     """
     path = Path(name_or_path)
     if path.is_file():
@@ -194,9 +212,31 @@ def resolve_weights(name_or_path: str | Path, store: Path | None = None) -> Path
     entry = _read_index(store).get(str(name_or_path))
     if entry is not None and (store / entry["file"]).is_file():
         return store / entry["file"]
+    if str(name_or_path) in PACKAGED:
+        packaged = PACKAGED_DIR / PACKAGED[str(name_or_path)].member
+        if packaged.is_file():
+            return packaged
+        raise DflowgenError(f"the packaged checkpoint {packaged} is missing: reinstall dflowgen")
     if str(name_or_path) in OFFICIAL_RELEASES:
         raise DflowgenError(
             f"checkpoint '{name_or_path}' is not in the weights store ({store}); get it with "
             f"`dflowgen weights fetch {name_or_path}`, or on an offline machine `dflowgen weights add {name_or_path} FILE`"
         )
     raise DflowgenError(f"checkpoint not found: '{name_or_path}' is neither a file nor a name in the weights store ({store})")
+
+
+def export_weights(checkpoint: str | Path, out: str | Path) -> Path:
+    """Write only the network of ``checkpoint`` (a training checkpoint or any file ``load_raft`` reads) to ``out``.
+
+    The result is ``{"model": state_dict, "model_name": ...}``, a quarter of a training
+    checkpoint's size (no optimiser, scheduler or RNG state): the form to share or ship.
+    """
+    model = load_raft(resolve_weights(checkpoint))
+    buffer = io.BytesIO()
+    torch.save({"model": model.state_dict(), "model_name": model.model_name}, buffer)
+    out = Path(out)
+    try:
+        atomic_write_bytes(out, buffer.getvalue())
+    except OSError as error:
+        raise DflowgenError(f"cannot write {out}: {error.strerror or error}") from None
+    return out

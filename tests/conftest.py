@@ -21,6 +21,12 @@ def shared_data() -> Path:
 
 @pytest.fixture(autouse=True)
 def _deterministic_threads():
-    """Tests run on 2 cores; keep torch from oversubscribing them."""
-    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    """Tests run on 2 cores; keep torch from oversubscribing them (``OMP_NUM_THREADS`` lowers it further)."""
+    torch.set_num_threads(min(2, os.cpu_count() or 1, int(os.environ.get("OMP_NUM_THREADS") or 2)))
     yield
+
+
+@pytest.fixture(autouse=True)
+def _private_weights_store(tmp_path_factory, monkeypatch):
+    """Every test sees an empty weights store, never the user's (whose contents would change outcomes)."""
+    monkeypatch.setenv("DFLOWGEN_WEIGHTS_DIR", str(tmp_path_factory.mktemp("weights-store")))

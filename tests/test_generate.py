@@ -1,4 +1,4 @@
-"""`generate_random`: a tiny set end to end, resuming after Ctrl-C and kill -9, splitting, overwriting."""
+"""`generate_set`: a tiny set end to end, resuming after Ctrl-C and kill -9, splitting, overwriting."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from dflowgen.assets import LayerBank, load_layer_bank
 from dflowgen.data.shard_dataset import ShardDataset
 from dflowgen.data.shards import MANIFEST_NAME, read_manifest, shard_name, verify_shards
 from dflowgen.errors import DflowgenError
-from dflowgen.generate import ShardSplit, generate_random
+from dflowgen.generate import ShardSplit, generate_set
 from dflowgen.preview import PREVIEW_FOLDER
 from dflowgen.recipes import parse_recipe, recipe_to_toml, with_overrides
 from dflowgen.render import SceneParams
@@ -61,7 +61,7 @@ def bank() -> LayerBank:
 def reference(tmp_path_factory, bank) -> Path:
     """An uninterrupted single-process run, with previews."""
     out = tmp_path_factory.mktemp("reference")
-    result = generate_random(TINY, NUM_SAMPLES, out, device="cpu", preview=True, assets=bank, quiet=True)
+    result = generate_set(TINY, NUM_SAMPLES, out, device="cpu", preview=True, assets=bank, quiet=True)
     assert (result.shards_written, result.samples_rendered, result.complete) == (3, NUM_SAMPLES, True)
     return out
 
@@ -95,7 +95,7 @@ def test_stored_params_re_render_the_stored_sample(reference, bank):
 
 
 def test_same_command_twice_gives_the_same_bytes(reference, bank, tmp_path):
-    generate_random(TINY, NUM_SAMPLES, tmp_path, device="cpu", assets=bank, quiet=True)
+    generate_set(TINY, NUM_SAMPLES, tmp_path, device="cpu", assets=bank, quiet=True)
     assert digests(tmp_path) == digests(reference)
 
 
@@ -111,7 +111,7 @@ def test_resume_after_ctrl_c_is_byte_identical(reference, bank, tmp_path, monkey
 
     monkeypatch.setattr(dflowgen.generate, "render", interrupted_render)
     with pytest.raises(KeyboardInterrupt):
-        generate_random(TINY, NUM_SAMPLES, tmp_path, device="cpu", assets=bank, quiet=True)
+        generate_set(TINY, NUM_SAMPLES, tmp_path, device="cpu", assets=bank, quiet=True)
     assert sorted(path.name for path in tmp_path.iterdir() if not path.name.startswith(".manifest.lock")) == [
         MANIFEST_NAME,
         shard_name(0),
@@ -119,7 +119,7 @@ def test_resume_after_ctrl_c_is_byte_identical(reference, bank, tmp_path, monkey
     assert [p.kind for p in verify_shards(tmp_path)] == ["missing", "missing"]
 
     monkeypatch.setattr(dflowgen.render, "render", real_render)
-    result = generate_random(TINY, NUM_SAMPLES, tmp_path, device="cpu", assets=bank, quiet=True)
+    result = generate_set(TINY, NUM_SAMPLES, tmp_path, device="cpu", assets=bank, quiet=True)
     assert (result.shards_written, result.shards_skipped) == (2, 1)
     assert digests(tmp_path) == digests(reference)
 
@@ -162,7 +162,7 @@ def test_resume_after_kill_9_is_byte_identical(reference, bank, tmp_path):
     process.wait()
     assert (out / shard_name(0)).exists() and not (out / shard_name(1)).exists()
 
-    result = generate_random(TINY, NUM_SAMPLES, out, device="cpu", assets=bank, quiet=True)
+    result = generate_set(TINY, NUM_SAMPLES, out, device="cpu", assets=bank, quiet=True)
     assert (result.shards_written, result.shards_skipped) == (2, 1)
     assert digests(out) == digests(reference)
     assert not (out / f".{shard_name(1)}.tmp").exists()
@@ -171,7 +171,7 @@ def test_resume_after_kill_9_is_byte_identical(reference, bank, tmp_path):
 def test_split_runs_cover_the_set_like_one_run(reference, bank, tmp_path):
     for index in (1, 0):
         split = ShardSplit(index, 2)
-        result = generate_random(TINY, NUM_SAMPLES, tmp_path, device="cpu", split=split, assets=bank, quiet=True)
+        result = generate_set(TINY, NUM_SAMPLES, tmp_path, device="cpu", split=split, assets=bank, quiet=True)
         assert result.complete == (index == 0)
     assert digests(tmp_path) == digests(reference)
 
@@ -195,7 +195,7 @@ def test_concurrent_split_processes_match_one_run(reference, tmp_path):
 
 def test_set_without_params_is_smaller_and_re_drawn_from_its_seed(reference, bank, tmp_path):
     recipe = with_overrides(TINY, {"generate.store_params": False})
-    generate_random(recipe, 2, tmp_path, device="cpu", assets=bank, quiet=True)
+    generate_set(recipe, 2, tmp_path, device="cpu", assets=bank, quiet=True)
     assert (tmp_path / shard_name(0)).stat().st_size < (reference / shard_name(0)).stat().st_size / 2
     dataset = ShardDataset(tmp_path)
     with pytest.raises(DflowgenError, match="store_params"):
@@ -215,8 +215,8 @@ def test_split_assigns_every_shard_once():
 
 
 def test_matching_set_is_resumed_even_with_overwrite(reference, bank, tmp_path):
-    generate_random(TINY, NUM_SAMPLES, tmp_path, device="cpu", assets=bank, quiet=True)
+    generate_set(TINY, NUM_SAMPLES, tmp_path, device="cpu", assets=bank, quiet=True)
     before = {path.name: path.stat().st_mtime_ns for path in tmp_path.glob("shard-*.h5")}
-    result = generate_random(TINY, NUM_SAMPLES, tmp_path, device="cpu", overwrite=True, assets=bank, quiet=True)
+    result = generate_set(TINY, NUM_SAMPLES, tmp_path, device="cpu", overwrite=True, assets=bank, quiet=True)
     assert (result.shards_written, result.shards_skipped, result.complete) == (0, 3, True)
     assert {path.name: path.stat().st_mtime_ns for path in tmp_path.glob("shard-*.h5")} == before

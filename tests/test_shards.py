@@ -21,6 +21,7 @@ from dflowgen.data.shards import (
     read_manifest,
     record_shard,
     shard_name,
+    shard_entry_from_file,
     sync_manifest,
     verify_shards,
 )
@@ -129,11 +130,23 @@ def test_dropped_samples_shrink_the_shard_and_are_counted(tmp_path):
     sync_manifest(tmp_path, header)
     with ShardWriter(tmp_path, header, 0) as writer:
         writer.append(synthetic_batch(range(0, 2)))
-        record_shard(tmp_path, writer.commit())
+        record_shard(tmp_path, writer.commit({"threshold": 1}))
     manifest = read_manifest(tmp_path)
     assert (manifest.samples_written, manifest.samples_dropped, manifest.complete) == (2, 1, True)
+    assert manifest.dropped_by_reason == {"threshold": 1}
+    assert shard_entry_from_file(tmp_path / shard_name(0)) == manifest.shards[0]
     dataset = ShardDataset(tmp_path)
     assert len(dataset) == 2 and dataset[1].name == "sample-0000001"
+
+
+def test_commit_refuses_unaccounted_samples(tmp_path):
+    header = make_header(num_samples=3)
+    sync_manifest(tmp_path, header)
+    with pytest.raises(ValueError, match="2 written \\+ 0 dropped != 3 planned"):
+        with ShardWriter(tmp_path, header, 0) as writer:
+            writer.append(synthetic_batch(range(0, 2)))
+            writer.commit()
+    assert not list(tmp_path.glob("*.h5"))
 
 
 def test_unrecorded_shard_is_reported_then_adopted(tmp_path):

@@ -69,3 +69,34 @@ def test_cli_weights_list_add_and_errors(store, shared_data):
     result = runner.invoke(cli, ["weights", "fetch", "raft-huge"])
     assert result.exit_code == 2 and "no official release named raft-huge" in result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+def test_packaged_demo_proxies_resolve_without_the_store_and_match_their_records(store):
+    for name, packaged in store_lib.PACKAGED.items():
+        path = store_lib.resolve_weights(name)
+        assert path == store_lib.PACKAGED_DIR / packaged.member
+        assert store_lib.file_sha256(path) == packaged.sha256, name
+    assert (store_lib.PACKAGED_DIR / "NOTICE").read_text().count("BSD 3-Clause License") == 1
+    listed = CliRunner().invoke(cli, ["weights", "list"])
+    assert listed.exit_code == 0 and "demo-target" in listed.output and "packaged" in listed.output
+
+
+def test_export_keeps_only_the_network(store, tmp_path):
+    import torch
+
+    from dflowgen.models.raft import build_raft, load_raft
+
+    model = build_raft("raft-small")
+    checkpoint = tmp_path / "train.pth"
+    torch.save({"model": model.state_dict(), "model_name": "raft-small", "optimizer": {"junk": torch.zeros(50_000)}},
+               checkpoint)
+    out = tmp_path / "net.pth"
+    result = CliRunner().invoke(cli, ["weights", "export", str(checkpoint), str(out)])
+    assert result.exit_code == 0, result.output
+    assert out.stat().st_size < checkpoint.stat().st_size
+    reloaded = load_raft(out)
+    assert reloaded.model_name == "raft-small"
+    for key, value in model.state_dict().items():
+        assert torch.equal(reloaded.state_dict()[key], value), key
+    missing = CliRunner().invoke(cli, ["weights", "export", str(tmp_path / "none.pth"), str(out)])
+    assert missing.exit_code == 2 and missing.output.startswith("dflowgen: error:")

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from dflowgen.cli import cli
+from dflowgen.data.shards import set_folders
 from dflowgen.inspect import PLOT_NAME, format_statistics, plot_histogram, set_statistics
 
 
@@ -20,8 +21,21 @@ from dflowgen.inspect import PLOT_NAME, format_statistics, plot_histogram, set_s
 @click.option("--no-plot", "no_plot", is_flag=True, help="Do not save the histogram PNG.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def inspect(folder: Path, as_json: bool, bins: int, plot: Path | None, no_plot: bool, quiet: bool) -> None:
-    """Sample count, resolution, flow statistics and effect frequencies of the set in FOLDER."""
-    stats = set_statistics(folder, bins=bins, quiet=quiet)
-    if not no_plot:
-        plot_histogram(stats, plot or folder / PLOT_NAME)
-    click.echo(json.dumps(stats.to_dict(), indent=2) if as_json else format_statistics(stats))
+    """Sample count, resolution, flow statistics, effect frequencies and proxy losses of the set in FOLDER.
+
+    For a mix (``generate --recipe A --recipe B``) every part is reported, and plotted in its own folder.
+    """
+    parts = set_folders(folder)
+    if plot is not None and len(parts) > 1:
+        raise click.UsageError("--plot names one file; a mixed set has one plot per part (use the default)")
+    reports = []
+    for part in parts:
+        stats = set_statistics(part, bins=bins, quiet=quiet)
+        if not no_plot:
+            plot_histogram(stats, plot or part / PLOT_NAME)
+        reports.append(stats)
+    if as_json:
+        data = [stats.to_dict() for stats in reports]
+        click.echo(json.dumps(data[0] if len(data) == 1 else data, indent=2))
+    else:
+        click.echo("\n\n".join(format_statistics(stats) for stats in reports))

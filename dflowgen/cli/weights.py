@@ -18,13 +18,17 @@ def weights() -> None:
 
 @weights.command("list")
 def list_command() -> None:
-    """List official releases and registered checkpoints, and where the store is."""
+    """List official releases, packaged demo proxies and registered checkpoints, and where the store is."""
     stored = {entry.name: entry for entry in store_lib.list_weights()}
     click.echo(f"store: {store_lib.weights_dir()}")
     click.echo(f"{'name':<20} {'model':<11} {'status':<10} sha256")
     for name, release in store_lib.OFFICIAL_RELEASES.items():
         status = "present" if name in stored else "absent"
         click.echo(f"{name:<20} {release.model:<11} {status:<10} {release.sha256[:16]}…")
+    for name, packaged in store_lib.PACKAGED.items():
+        if name not in stored:
+            status = "packaged" if (store_lib.PACKAGED_DIR / packaged.member).is_file() else "missing"
+            click.echo(f"{name:<20} {packaged.model:<11} {status:<10} {packaged.sha256[:16]}…")
     for name, entry in stored.items():
         if name not in store_lib.OFFICIAL_RELEASES:
             click.echo(f"{name:<20} {entry.model or '?':<11} {'present':<10} {entry.sha256[:16]}…")
@@ -53,3 +57,12 @@ def add_command(name: str, file: str, model: str | None) -> None:
     """Register a local checkpoint FILE under NAME (official names are sha256-checked)."""
     entry = store_lib.add_weights(name, file, model=model)
     click.echo(f"{entry.name}: {entry.path} (sha256 {entry.sha256[:16]}…)")
+
+
+@weights.command("export")
+@click.argument("checkpoint")
+@click.argument("out", type=click.Path(dir_okay=False))
+def export_command(checkpoint: str, out: str) -> None:
+    """Write only the network of CHECKPOINT (a training checkpoint, file or store name) to OUT, for sharing."""
+    path = store_lib.export_weights(checkpoint, out)
+    click.echo(f"{path}: {path.stat().st_size / 2**20:.1f} MiB, sha256 {store_lib.file_sha256(path)}")

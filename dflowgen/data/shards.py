@@ -16,7 +16,8 @@ Layout of one shard (``n`` samples of H×W; plain h5py reads it):
 - ``meta/<name>``: per-sample columns: ``index`` (global sample index), ``seed`` (its
   generator's seed), ``effect_<name>`` (1 where the effect was applied), ...
 - root attributes: the set header (:class:`ShardSetHeader`) plus ``shard_index``,
-  ``first_sample``, ``num_planned`` and ``num_samples``.
+  ``first_sample``, ``num_planned``, ``num_samples`` and ``dropped_<reason>`` (samples an
+  optimised set did not keep: ``nonfinite`` loss, or target loss over the ``threshold``).
 
 Files are written byte-for-byte deterministically (fixed HDF5 format version, no
 timestamps, no creation-order tracking): the same samples give the same bytes.
@@ -58,6 +59,7 @@ _COMPRESSION = {"compression": "gzip", "compression_opts": 1, "shuffle": True}
 # (the largest, texture noise, is random and does not compress); smaller columns
 # (indices, flags, scalars) are one uncompressed chunk per shard.
 _PER_SAMPLE_CHUNK_BYTES = 4096
+_DROPPED_PREFIX = "dropped_"
 
 
 def shard_name(index: int) -> str:
@@ -121,6 +123,8 @@ class ShardEntry:
     num_samples: int
     bytes: int
     sha256: str
+    dropped: dict[str, int] = dataclasses.field(default_factory=dict)
+    """Samples rendered but not written, by reason (``nonfinite``, ``threshold``)."""
 
 
 class SampleBatch(NamedTuple):
@@ -203,15 +207,24 @@ class ShardWriter:
             **(_COMPRESSION if name in _SAMPLE_ARRAYS else {}),
         )
 
-    def commit(self) -> ShardEntry:
+    def commit(self, dropped: Mapping[str, int] | None = None) -> ShardEntry:
         """Close the file, rename it to its shard name, and describe it for the manifest.
 
-        Fewer samples than planned (dropped ones) shrink every dataset to those written.
+        Fewer samples than planned shrink every dataset to those written; ``dropped``
+        counts the missing ones by reason.
         """
+        dropped = {reason: int(count) for reason, count in (dropped or {}).items() if count}
+        if self._count + sum(dropped.values()) != len(self.samples):
+            raise ValueError(
+                f"shard {self.shard_index}: {self._count} written + {sum(dropped.values())} dropped "
+                f"!= {len(self.samples)} planned"
+            )
         if self._count < len(self.samples):
             for name in _dataset_names(self._file):
                 self._file[name].resize(self._count, axis=0)
         self._file.attrs["num_samples"] = self._count
+        for reason, count in dropped.items():
+            self._file.attrs[f"{_DROPPED_PREFIX}{reason}"] = count
         self._file.close()
         with open(self.temp_path, "rb+") as stream:
             os.fsync(stream.fileno())
@@ -223,6 +236,7 @@ class ShardWriter:
             num_samples=self._count,
             bytes=self.temp_path.stat().st_size,
             sha256=file_sha256(self.temp_path),
+            dropped=dropped,
         )
         os.replace(self.temp_path, self.path)
         return entry
@@ -255,6 +269,11 @@ def shard_entry_from_file(path: Path) -> ShardEntry:
     try:
         with h5py.File(path, "r") as shard:
             attrs = {key: shard.attrs[key] for key in ("shard_index", "first_sample", "num_planned", "num_samples")}
+            dropped = {
+                key.removeprefix(_DROPPED_PREFIX): int(value)
+                for key, value in shard.attrs.items()
+                if key.startswith(_DROPPED_PREFIX)
+            }
     except (OSError, KeyError) as error:
         raise DflowgenError(f"{path} is not a readable dflowgen shard: {error}") from None
     return ShardEntry(
@@ -265,6 +284,7 @@ def shard_entry_from_file(path: Path) -> ShardEntry:
         num_samples=int(attrs["num_samples"]),
         bytes=path.stat().st_size,
         sha256=file_sha256(path),
+        dropped=dict(sorted(dropped.items())),
     )
 
 
@@ -295,6 +315,15 @@ class Manifest:
         return sum(entry.num_planned - entry.num_samples for entry in self.shards)
 
     @property
+    def dropped_by_reason(self) -> dict[str, int]:
+        """:attr:`samples_dropped` split by reason."""
+        totals: dict[str, int] = {}
+        for entry in self.shards:
+            for reason, count in entry.dropped.items():
+                totals[reason] = totals.get(reason, 0) + count
+        return dict(sorted(totals.items()))
+
+    @property
     def samples_not_written(self) -> int:
         """Samples planned for shards that are not complete yet."""
         return self.header.total_samples - sum(entry.num_planned for entry in self.shards)
@@ -312,6 +341,7 @@ class Manifest:
             "num_shards": self.header.num_shards,
             "samples_written": self.samples_written,
             "samples_dropped": self.samples_dropped,
+            "samples_dropped_by_reason": self.dropped_by_reason,
             "samples_not_written": self.samples_not_written,
             "complete": self.complete,
             "shards": [dataclasses.asdict(entry) for entry in self.shards],
@@ -435,3 +465,31 @@ def verify_shards(folder: str | Path, quiet: bool = True) -> list[ShardProblem]:
     for index in sorted(present.keys() - range(manifest.header.num_shards)):
         problems.append(ShardProblem(shard_name(index), "unexpected", f"the set has {manifest.header.num_shards} shards"))
     return problems
+
+
+MIX_NAME = "mix.json"
+"""A folder of several sets made from different recipes (``generate --recipe A --recipe B``) lists them here."""
+
+
+def write_mix(folder: Path, parts: Mapping[str, int]) -> None:
+    """Record that ``folder`` holds the sets ``parts`` (sub-folder name → planned samples)."""
+    atomic_write_bytes(Path(folder) / MIX_NAME, (json.dumps({"parts": dict(parts)}, indent=2) + "\n").encode())
+
+
+def read_mix(folder: Path) -> dict[str, int] | None:
+    """The parts of a mixed set in ``folder`` (sub-folder name → planned samples), or None if it is not one."""
+    path = Path(folder) / MIX_NAME
+    try:
+        data = json.loads(path.read_text())
+        return {str(name): int(count) for name, count in data["parts"].items()}
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+        raise DflowgenError(f"{path} is not a dflowgen mix description: {error}") from None
+
+
+def set_folders(folder: str | Path) -> list[Path]:
+    """The set folders behind ``folder``: its parts when it is a mix, else ``folder`` itself."""
+    folder = Path(folder)
+    parts = read_mix(folder)
+    return [folder / name for name in parts] if parts is not None else [folder]

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from torch.utils.data import Dataset
+from torch.utils.data import ConcatDataset, Dataset
 
 from dflowgen.data.readers import HD1K, KITTI, FlyingChairs, FrameFolder, Middlebury, Sintel
 from dflowgen.errors import DflowgenError
@@ -49,9 +49,12 @@ def _name_list(value: str) -> tuple[str, ...]:
 
 
 def _open_shards(root: Path) -> Dataset:
-    from dflowgen.data.shard_dataset import ShardDataset  # imported here: only shards need h5py
+    # Imported here: only shards need h5py.
+    from dflowgen.data.shard_dataset import ShardDataset
+    from dflowgen.data.shards import set_folders
 
-    return ShardDataset(root)
+    folders = set_folders(root)
+    return ShardDataset(root) if folders == [root] else ConcatDataset([ShardDataset(folder) for folder in folders])
 
 
 _SPLIT = {"train": "train", "test": "test"}

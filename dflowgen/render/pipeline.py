@@ -189,7 +189,7 @@ def render(params: SceneParams, bank: LayerBank, config: RenderConfig) -> Render
     )
     lattice = blocks.lattice(params.dtype, params.device).expand(scene.batch, -1, -1)
     samples = torch.arange(scene.batch, device=params.device)
-    anchor_nodes = warp_points(lattice, anchor_matrix, params.anchor_grid, samples, _canvas(config))
+    anchor_nodes = warp_points(lattice, anchor_matrix, params.anchor_grid, samples, canvas_extent(config))
     layer_shift = params.flow_translation.reshape(-1, 2)
 
     frame2 = _compose_frame(scene, bank, _frame2_view(scene))
@@ -215,7 +215,7 @@ def render(params: SceneParams, bank: LayerBank, config: RenderConfig) -> Render
     return RenderOutput(img1, img2, flow, valid[:, None].to(flow.dtype), applied)
 
 
-def _canvas(config: RenderConfig) -> Extent:
+def canvas_extent(config: RenderConfig) -> Extent:
     """Pixel extent (x0, y0, x1, y1) of the canvas: the output window plus its margin."""
     margin = config.canvas_margin
     return (-margin, -margin, config.width - 1 + margin, config.height - 1 + margin)
@@ -265,7 +265,7 @@ def _scene(params: SceneParams, bank: LayerBank, config: RenderConfig) -> _Scene
     ).flatten(0, 1)
     layer_grid = params.layer_grid.flatten(0, 1)
     nodes = blocks.lattice(dtype, device, margin).expand(layers, -1, -1)
-    bent = bend_points(nodes, layer_grid, torch.arange(layers, device=device), _canvas(config))
+    bent = bend_points(nodes, layer_grid, torch.arange(layers, device=device), canvas_extent(config))
 
     image_width, image_height = bank.image_size
     mask_rows = _placed(transform, params.mask_affine.reshape(-1, 4))

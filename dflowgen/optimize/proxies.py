@@ -1,0 +1,77 @@
+"""The frozen proxy networks: a base RAFT the samples should be hard for, a target RAFT they should suit.
+
+A proxy is only ever differentiated with respect to its *inputs*: it is in eval mode with
+frozen BatchNorm statistics and every parameter has ``requires_grad=False``, so gradients
+reach the rendered images and flow while the network stays bit-identical and its ``.grad``
+stays ``None``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from dflowgen.errors import DflowgenError
+from dflowgen.models.raft import MODEL_NAMES, load_raft
+from dflowgen.optimize.config import OptimizeConfig
+from dflowgen.weights import resolve_weights
+
+
+class Proxies(NamedTuple):
+    """The two frozen proxies of [DFlow §3.1]."""
+
+    base: nn.Module
+    target: nn.Module
+
+
+def freeze(model: nn.Module) -> nn.Module:
+    """Put ``model`` in eval mode with frozen BatchNorm and no parameter wanting gradients; returns it."""
+    model.eval()
+    freeze_bn = getattr(model, "freeze_bn", None)
+    if callable(freeze_bn):
+        freeze_bn()
+    model.requires_grad_(False)
+    return model
+
+
+def load_proxy(
+    weights: str | Path, model_name: str, device: torch.device | str, mixed_precision: bool = False
+) -> nn.Module:
+    """A frozen RAFT proxy on ``device``.
+
+    Args:
+        weights: a checkpoint file, or a name in the weights store (see ``dflowgen.weights``).
+        model_name: ``"raft"`` or ``"raft-small"``.
+        device: where the proxy runs.
+        mixed_precision: bfloat16 autocast for the convolutions (correlation, coordinates and
+            upsampling stay float32). Only honoured on CUDA: on CPU it is slower and less exact.
+
+    Raises:
+        DflowgenError: unknown model name, a missing checkpoint (the message says how to get
+            it), or weights that do not fit ``model_name``.
+    """
+    if model_name not in MODEL_NAMES:
+        raise DflowgenError(f"unknown proxy model {model_name!r}: expected one of {', '.join(MODEL_NAMES)}")
+    device = torch.device(device)
+    path = resolve_weights(weights)
+    model = load_raft(path, model_name, map_location=device, mixed_precision=mixed_precision and device.type == "cuda")
+    return freeze(model)
+
+
+def load_proxies(config: OptimizeConfig, device: torch.device | str) -> Proxies:
+    """The base and target proxies named by an ``[optimize]`` recipe section.
+
+    Raises:
+        DflowgenError: no target checkpoint is set, or either checkpoint cannot be loaded.
+    """
+    if not config.target_weights:
+        raise DflowgenError(
+            "optimize.target_weights is empty: name the target proxy's checkpoint (a file or a weights-store name, "
+            "e.g. with --target-ckpt)"
+        )
+    base = load_proxy(config.base_weights, config.base_model, device, config.mixed_precision)
+    target = load_proxy(config.target_weights, config.target_model, device, config.mixed_precision)
+    return Proxies(base=base, target=target)
