@@ -31,6 +31,7 @@ bench: install
 	$(PY) bench/render.py
 	$(PY) bench/train_step.py
 	$(PY) bench/optimize.py
+	$(PY) bench/search.py
 
 clean:
 	rm -rf $(VENV) demo-out .pytest_cache

@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 from dflowgen.errors import DflowgenError
 from dflowgen.fields import nested
 from dflowgen.optimize.config import OptimizeConfig
+from dflowgen.search.config import SearchConfig
 from dflowgen.render.config import RenderConfig
 from dflowgen.train.config import TrainConfig
 
@@ -181,13 +182,15 @@ class GenerateConfig:
 
 @dataclasses.dataclass(frozen=True)
 class Recipe:
-    """A whole recipe: what to render, how to store it, how to optimise it against proxies, how to train on it."""
+    """A whole recipe: what to render, how to store it, how to optimise it against proxies, how to train on it,
+    and how to search its ``[render]`` ranges."""
 
     name: str = "default"
     render: RenderConfig = nested(RenderConfig)
     generate: GenerateConfig = nested(GenerateConfig)
     optimize: OptimizeConfig = nested(OptimizeConfig)
     train: TrainConfig = nested(TrainConfig)
+    search: SearchConfig = nested(SearchConfig)
 
 
 def recipe_dirs() -> list[Path]:

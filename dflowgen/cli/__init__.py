@@ -64,3 +64,4 @@ def main() -> None:
 from dflowgen.cli import eval as _eval, train as _train  # noqa: E402,F401
 from dflowgen.cli import weights as _weights  # noqa: E402,F401
 from dflowgen.cli import generate as _generate, inspect as _inspect, verify as _verify  # noqa: E402,F401
+from dflowgen.cli import search as _search  # noqa: E402,F401
