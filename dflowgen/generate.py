@@ -42,7 +42,7 @@ from dflowgen.data.shards import (
 from dflowgen.errors import DflowgenError
 from dflowgen.inspect import PLOT_NAME
 from dflowgen.preview import PREVIEW_FOLDER, write_previews
-from dflowgen.recipes import Recipe, parse_recipe, recipe_to_toml, to_dict, with_overrides
+from dflowgen.recipes import Recipe, flatten_keys, parse_recipe, recipe_to_toml, to_dict, with_overrides
 from dflowgen.optimize.loop import optimize_batch
 from dflowgen.optimize.proxies import Proxies, load_proxies
 from dflowgen.render import RenderConfig, RenderOutput, SceneParams, render, sample_params
@@ -122,14 +122,6 @@ def set_header(recipe: Recipe, num_samples: int, asset_fingerprint: str) -> Shar
     )
 
 
-def _flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat = {}
-    for key, value in data.items():
-        name = f"{prefix}{key}"
-        flat.update(_flatten(value, f"{name}.") if isinstance(value, Mapping) else {name: value})
-    return flat
-
-
 def header_differences(old: ShardSetHeader, new: ShardSetHeader) -> list[str]:
     """What makes set ``new`` differ in content from set ``old`` ("render.width: 64 -> 32", ...)."""
     differences = [
@@ -138,10 +130,10 @@ def header_differences(old: ShardSetHeader, new: ShardSetHeader) -> list[str]:
         if getattr(old, name) != getattr(new, name)
     ]
     try:
-        old_recipe = _flatten(to_dict(parse_recipe(old.recipe, source="the stored recipe")))
+        old_recipe = flatten_keys(to_dict(parse_recipe(old.recipe, source="the stored recipe")))
     except DflowgenError as error:
         return [*differences, f"recipe: {error}"]
-    new_recipe = _flatten(to_dict(parse_recipe(new.recipe)))
+    new_recipe = flatten_keys(to_dict(parse_recipe(new.recipe)))
     ignored = _EXECUTION_KEYS
     if old_recipe["generate.mode"] == new_recipe["generate.mode"] == "random":
         ignored += ("optimize.",)  # a random set does not depend on the proxies' settings

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import io
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +11,7 @@ import numpy as np
 from tqdm import tqdm
 
 from dflowgen.data.shards import read_manifest, read_shard_header, shard_files
-from dflowgen.files import atomic_write_bytes
+from dflowgen.files import atomic_write_png
 from dflowgen.errors import DflowgenError
 
 PLOT_NAME = "flow-magnitude.png"
@@ -186,9 +185,7 @@ def plot_histogram(stats: SetStatistics, path: str | Path) -> None:
     axes.set_ylabel("fraction of valid pixels")
     axes.set_title(f"{Path(stats.folder).name}: {stats.num_samples} samples, {stats.width}x{stats.height}")
     figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
     try:
-        atomic_write_bytes(Path(path), buffer.getvalue())
+        atomic_write_png(Path(path), figure)
     except OSError as error:
         raise DflowgenError(f"cannot write plot {path}: {error.strerror or error} (choose another --plot path)") from None

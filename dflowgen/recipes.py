@@ -116,6 +116,15 @@ def to_dict(instance: Any) -> dict[str, Any]:
     return plain(instance)
 
 
+def flatten_keys(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested dicts as one dict with dotted keys: ``{"render": {"width": 8}}`` → ``{"render.width": 8}``."""
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        flat.update(flatten_keys(value, f"{name}.") if isinstance(value, Mapping) else {name: value})
+    return flat
+
+
 def _toml_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"

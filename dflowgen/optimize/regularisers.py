@@ -16,31 +16,18 @@ import torch.nn.functional as F
 
 from dflowgen.render.config import RenderConfig
 from dflowgen.render.params import SceneParams
-from dflowgen.render.pipeline import canvas_extent
+from dflowgen.render.pipeline import anchor_field_nodes
 from dflowgen.render.raster import BlockGrid
-from dflowgen.render.warp import warp_matrix, warp_points
 
 
 def anchor_lattice(params: SceneParams, config: RenderConfig) -> torch.Tensor:
     """``B×rows×cols×2`` positions in frame 2 of the renderer's block-corner lattice of frame 1.
 
-    The renderer evaluates the anchor field exactly at these nodes and interpolates
-    bilinearly between them, so these nodes *are* the anchor field it renders.
+    These nodes are the anchor field the renderer uses (``pipeline.anchor_field_nodes``).
     """
     blocks = BlockGrid(config.height, config.width)
     rows, cols = blocks.lattice_shape()
-    matrix = warp_matrix(
-        params.anchor_translation,
-        params.anchor_rotation,
-        params.anchor_scale,
-        params.anchor_corners,
-        config.width,
-        config.height,
-    )
-    lattice = blocks.lattice(params.dtype, params.device).expand(params.batch_size, -1, -1)
-    samples = torch.arange(params.batch_size, device=params.device)
-    moved = warp_points(lattice, matrix, params.anchor_grid, samples, canvas_extent(config))
-    return moved.reshape(params.batch_size, rows, cols, 2)
+    return anchor_field_nodes(params, config, blocks).reshape(params.batch_size, rows, cols, 2)
 
 
 def fold_over_hinge(params: SceneParams, config: RenderConfig, margin: float) -> torch.Tensor:

@@ -179,17 +179,7 @@ def render(params: SceneParams, bank: LayerBank, config: RenderConfig) -> Render
     bank = bank.to(params.device)
     scene = _scene(params, bank, config)
     blocks = scene.blocks
-    anchor_matrix = warp_matrix(
-        params.anchor_translation,
-        params.anchor_rotation,
-        params.anchor_scale,
-        params.anchor_corners,
-        config.width,
-        config.height,
-    )
-    lattice = blocks.lattice(params.dtype, params.device).expand(scene.batch, -1, -1)
-    samples = torch.arange(scene.batch, device=params.device)
-    anchor_nodes = warp_points(lattice, anchor_matrix, params.anchor_grid, samples, canvas_extent(config))
+    anchor_nodes = anchor_field_nodes(params, config, blocks)
     layer_shift = params.flow_translation.reshape(-1, 2)
 
     frame2 = _compose_frame(scene, bank, _frame2_view(scene))
@@ -213,6 +203,25 @@ def render(params: SceneParams, bank: LayerBank, config: RenderConfig) -> Render
     }
     applied = {name: on.to(flow.dtype) for name, on in effects.items()}
     return RenderOutput(img1, img2, flow, valid[:, None].to(flow.dtype), applied)
+
+
+def anchor_field_nodes(params: SceneParams, config: RenderConfig, blocks: BlockGrid) -> torch.Tensor:
+    """``B×P×2``: where the ``P`` block-corner lattice nodes of frame 1 lie in frame 2 under the anchor field ``A``.
+
+    The anchor field is evaluated exactly at these nodes and interpolated bilinearly in
+    between, so these nodes *are* the anchor field the renderer uses.
+    """
+    matrix = warp_matrix(
+        params.anchor_translation,
+        params.anchor_rotation,
+        params.anchor_scale,
+        params.anchor_corners,
+        config.width,
+        config.height,
+    )
+    lattice = blocks.lattice(params.dtype, params.device).expand(params.batch_size, -1, -1)
+    samples = torch.arange(params.batch_size, device=params.device)
+    return warp_points(lattice, matrix, params.anchor_grid, samples, canvas_extent(config))
 
 
 def canvas_extent(config: RenderConfig) -> Extent:

@@ -34,8 +34,8 @@ import optuna
 from optuna.trial import TrialState
 
 from dflowgen.errors import DflowgenError
-from dflowgen.files import atomic_write_bytes
-from dflowgen.recipes import Recipe, recipe_to_toml, to_dict, with_overrides
+from dflowgen.files import atomic_write_bytes, atomic_write_png
+from dflowgen.recipes import Recipe, flatten_keys, recipe_to_toml, to_dict, with_overrides
 from dflowgen.search.evolution import EvolutionSampler
 
 CANDIDATES_CSV = "candidates.csv"
@@ -187,9 +187,7 @@ def scatter_plot(points: Sequence[tuple[float, float, int]], path: str | Path, r
     axes.set_ylabel("AEPE (px)")
     axes.set_title(f"{len(points)} candidates, Spearman ρ = {rho:.3f}")
     figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
-    atomic_write_bytes(Path(path), buffer.getvalue())
+    atomic_write_png(Path(path), figure)
 
 
 @dataclass(frozen=True)
@@ -224,7 +222,7 @@ class Report:
             per_generation = [f"{g}: {min(c.metric for c in best if c.generation == g):.4g}" for g in generations]
             lines.append("best metric per generation: " + ", ".join(per_generation))
         if best:
-            base_values = _flat(to_dict(base))
+            base_values = flatten_keys(to_dict(base))
             changed = [f"  {key} = {value}" for key, value in best[0].lam.items() if base_values.get(key) != value]
             lines.append(f"best λ (trial {best[0].trial}), keys that differ from the base recipe:")
             lines += changed or ["  (none)"]
@@ -233,14 +231,6 @@ class Report:
                          f"candidates: {self.spearman:.3f}")
         lines += [f"wrote {path}" for path in self.files]
         return "\n".join(lines)
-
-
-def _flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat = {}
-    for key, value in data.items():
-        name = f"{prefix}{key}"
-        flat.update(_flat(value, f"{name}.") if isinstance(value, dict) else {name: value})
-    return flat
 
 
 def make_report(folder: str | Path, study: optuna.Study, base: Recipe, metric: str, target: str, budget: int,
