@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 # 2 threads is the size of the machines this project is tested on; override for bigger ones.
 export OMP_NUM_THREADS ?= 2
 
-.PHONY: install test test-slow demo bench clean
+.PHONY: install test test-slow demo bench reproduce-table clean
 
 install: $(STAMP)
 
@@ -32,6 +32,12 @@ bench: install
 	$(PY) bench/train_step.py
 	$(PY) bench/optimize.py
 	$(PY) bench/search.py
+
+# The papers' key comparisons at a size this hardware runs (SCALE=mini: about two hours on 2 CPU cores;
+# SCALE=paper: the paper's sizes, a GPU job). Every stage resumes; rerunning skips what is done.
+SCALE ?= mini
+reproduce-table: install
+	$(VENV)/bin/dflowgen reproduce --recipe reproduce-$(SCALE) --out results/reproduce-$(SCALE)
 
 clean:
 	rm -rf $(VENV) demo-out .pytest_cache

@@ -50,7 +50,7 @@ from dflowgen.seeding import sample_seed
 
 # Recipe keys that change how a set is produced, not what it contains: a folder made
 # with other values of these is resumed, not refused.
-_EXECUTION_KEYS = ("name", "generate.batch_size", "generate.preview_count", "train.", "search.")
+_EXECUTION_KEYS = ("name", "generate.batch_size", "generate.preview_count", "train.", "search.", "reproduce.")
 
 
 @dataclasses.dataclass(frozen=True)

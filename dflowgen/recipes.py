@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 from dflowgen.errors import DflowgenError
 from dflowgen.fields import nested
 from dflowgen.optimize.config import OptimizeConfig
+from dflowgen.reproduce.config import ReproduceConfig
 from dflowgen.search.config import SearchConfig
 from dflowgen.render.config import RenderConfig
 from dflowgen.train.config import TrainConfig
@@ -200,6 +201,7 @@ class Recipe:
     optimize: OptimizeConfig = nested(OptimizeConfig)
     train: TrainConfig = nested(TrainConfig)
     search: SearchConfig = nested(SearchConfig)
+    reproduce: ReproduceConfig = nested(ReproduceConfig)
 
 
 def recipe_dirs() -> list[Path]:

@@ -65,3 +65,5 @@ from dflowgen.cli import eval as _eval, train as _train  # noqa: E402,F401
 from dflowgen.cli import weights as _weights  # noqa: E402,F401
 from dflowgen.cli import generate as _generate, inspect as _inspect, verify as _verify  # noqa: E402,F401
 from dflowgen.cli import search as _search  # noqa: E402,F401
+from dflowgen.cli import proxy as _proxy  # noqa: E402,F401
+from dflowgen.cli import reproduce as _reproduce  # noqa: E402,F401

@@ -1,4 +1,4 @@
-"""Supervised RAFT training: config, data order, loop, checkpoints, logging, torchrun.
+"""RAFT training, supervised or label-free: config, data order, loop, modes, checkpoints, logging, torchrun, proxies.
 
 Import the parts from their modules (``dflowgen.train.trainer.train``, ...). This package
 imports nothing itself: :mod:`dflowgen.recipes` imports :mod:`dflowgen.train.config`, and the

@@ -13,6 +13,7 @@ data an uninterrupted run would have seen.
 from __future__ import annotations
 
 import bisect
+import dataclasses
 from contextlib import contextmanager
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -64,12 +65,19 @@ class TrainingMix(Dataset):
     concatenation (``len`` = Σ size·weight) and ``stream_position`` seeds its augmentation.
     An item is a dict ``img1``, ``img2`` (3×H×W float in [0, 255]), ``flow`` (2×H×W),
     ``valid`` (H×W float 0/1) at the crop size.
+
+    ``unlabelled`` mixes frames without ground truth (the label-free modes): their flow is
+    zero and valid all 0, and only the geometric part of ``augment`` is applied, so the
+    photometric losses see the frames' own colours.
     """
 
     def __init__(self, sources: Sequence[DataSource], crop_size: tuple[int, int], augment: AugmentConfig,
-                 seed: int) -> None:
+                 seed: int, unlabelled: bool = False) -> None:
         if not sources:
-            raise DflowgenError("no training data: give at least one --data SPEC")
+            raise DflowgenError("no training data: give at least one --frames SPEC" if unlabelled
+                                else "no training data: give at least one --data SPEC")
+        if unlabelled:
+            augment = dataclasses.replace(augment, photometric=False, eraser=False)
         for source in sources:
             if source.weight < 1:
                 raise DflowgenError(f"data source {source.name or '?'}: repeat weight must be >= 1, got {source.weight}")
@@ -79,6 +87,7 @@ class TrainingMix(Dataset):
         self.augmentors = [make_augmentor(crop_size, augment, source.sparse) for source in sources]
         self.offsets = np.cumsum([0] + [len(source.dataset) * source.weight for source in sources]).tolist()
         self.seed = seed
+        self.unlabelled = unlabelled
 
     def __len__(self) -> int:
         return self.offsets[-1]
@@ -92,8 +101,11 @@ class TrainingMix(Dataset):
         stream_position, index = item
         part, local = self.locate(index)
         pair = self.datasets[part][local]
-        if pair.flow is None:
-            raise DflowgenError(f"training pair {pair.name!r} has no ground-truth flow (unlabelled data cannot be used here)")
+        if self.unlabelled:
+            pair = pair._replace(flow=None, valid=None)
+        elif pair.flow is None:
+            raise DflowgenError(f"training pair {pair.name!r} has no ground-truth flow (unlabelled data are for "
+                                "--frames with --mode self-supervised, pseudo-label or distill)")
         generator = np.random.default_rng(sample_seed(self.seed, stream_position, "augment"))
         with single_thread():
             return self.augmentors[part](pair, generator)

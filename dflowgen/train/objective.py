@@ -1,0 +1,84 @@
+"""What one training step minimises, per mode, and the mode's bookkeeping around the loop.
+
+The loop (:mod:`dflowgen.train.trainer`) is the same for every mode: it asks the objective
+which network to update this step, for the loss of a batch, whether the data must be
+re-read from some step on (pseudo labels refreshed), and what to add to a checkpoint.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from dflowgen.models.raft import build_raft, load_raft
+
+
+class Objective(ABC):
+    """A training mode's loss and hooks; ``metric_keys`` are the log's columns (``loss`` first)."""
+
+    metric_keys: tuple[str, ...]
+
+    @abstractmethod
+    def loss(self, model: nn.Module, batch: dict[str, torch.Tensor],
+             step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The scalar loss of ``model`` on ``batch`` at step ``step`` (0-based) and detached scalar metrics."""
+
+    def prepare(self, resumed: bool) -> dict[str, Any] | None:
+        """Work before the first step (of a fresh or a resumed run); an event for the log or None."""
+        return None
+
+    def trainee(self, step: int) -> int:
+        """Which network (0: the one from ``--init``, 1: its partner) step ``step`` updates."""
+        return 0
+
+    def segment_end(self, step: int, num_steps: int) -> int:
+        """The first step ≥ ``step`` + 1 after which the training data changes (``num_steps``: never)."""
+        return num_steps
+
+    def after_step(self, step: int) -> dict[str, Any] | None:
+        """Work after ``step`` steps are done; an event for the log (with ``"event"``) or None."""
+        return None
+
+    def state(self) -> dict[str, Any]:
+        """What a checkpoint must hold besides the trained networks to resume this objective."""
+        return {}
+
+
+def network_state(model: nn.Module) -> dict[str, Any]:
+    """A network as checkpoint data: ``{"model_name", "model": state_dict}`` (CPU copies)."""
+    weights = {key: value.detach().cpu().clone() for key, value in model.state_dict().items()}
+    return {"model_name": model.model_name, "model": weights}
+
+
+def network_from_state(state: dict[str, Any], device: torch.device, mixed_precision: bool = False) -> nn.Module:
+    """The network of a :func:`network_state` on ``device`` (parameters as they were, not trainable)."""
+    model = build_raft(state["model_name"], mixed_precision=mixed_precision)
+    model.load_state_dict(state["model"])
+    return model.to(device).requires_grad_(False)
+
+
+def frozen_network(weights: str | Path, device: torch.device, mixed_precision: bool = False) -> nn.Module:
+    """A network loaded from a checkpoint file (architecture inferred), on ``device``, not trainable, eval mode."""
+    model = load_raft(weights, mixed_precision=mixed_precision, map_location=device)
+    return model.to(device).eval().requires_grad_(False)
+
+
+class EvalMode:
+    """Inside the block ``model`` is in eval mode; every module gets its own training flag back after."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self.modes: dict[nn.Module, bool] = {}
+
+    def __enter__(self) -> nn.Module:
+        self.modes = {module: module.training for module in self.model.modules()}
+        self.model.eval()
+        return self.model
+
+    def __exit__(self, *_exc: object) -> None:
+        for module, training in self.modes.items():
+            module.training = training
