@@ -44,7 +44,7 @@ from dflowgen.inspect import PLOT_NAME
 from dflowgen.preview import PREVIEW_FOLDER, write_previews
 from dflowgen.recipes import Recipe, flatten_keys, parse_recipe, recipe_to_toml, to_dict, with_overrides
 from dflowgen.optimize.loop import optimize_batch
-from dflowgen.optimize.proxies import Proxies, load_proxies
+from dflowgen.optimize.proxies import Proxies, check_target_named, load_proxies
 from dflowgen.render import RenderConfig, RenderOutput, SceneParams, render, sample_params
 from dflowgen.seeding import sample_seed
 
@@ -385,6 +385,9 @@ def generate_mix(recipes: Sequence[Recipe], num_samples: int, out: str | Path, *
         raise DflowgenError(f"--num-samples ({num_samples}) must be at least the number of recipes ({len(recipes)})")
     out = Path(out)
     check_output_path(out)
+    for recipe in recipes:
+        if recipe.generate.mode == "dflow":
+            check_target_named(recipe.optimize)
     names = [f"part-{j}-{recipe.name}" for j, recipe in enumerate(recipes)]
     counts = [num_samples // len(recipes) + (j < num_samples % len(recipes)) for j in range(len(recipes))]
     parts = dict(zip(names, counts))

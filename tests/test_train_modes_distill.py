@@ -7,19 +7,20 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
-from test_train_modes import (
+from test_train_modes import (  # frames, init_weights: the shared module-scoped fixtures
     MOTION,
     TINY,
     assert_falls,
     assert_usable_checkpoint,
     frame_source,
+    frames,
+    init_weights,
     moving_frames,
     parameters_equal,
     random_weights,
     records,
     resume_from_step,
     step_losses,
-    write_frames,
 )
 
 from dflowgen.losses.selfsup import flow_warp
@@ -33,16 +34,6 @@ IDENTITY = StrongAugmentConfig(max_scale=0.0, max_rotate=0.0, h_flip_prob=0.0, v
                                relative_translate=0.0, eraser_prob=0.0, jitter=NO_JITTER)
 # A random teacher is not forward-backward consistent; a loose check keeps its predictions.
 LOOSE = DistillConfig(teacher_iters=4, fb_alpha2=1e6)
-
-
-@pytest.fixture(scope="module")
-def frames(tmp_path_factory):
-    return write_frames(tmp_path_factory.mktemp("frames") / "video")
-
-
-@pytest.fixture(scope="module")
-def init_weights(tmp_path_factory):
-    return random_weights(tmp_path_factory.mktemp("weights") / "init.pth")
 
 
 def _pair_batch(copies: int) -> tuple[torch.Tensor, ...]:

@@ -8,18 +8,19 @@ import numpy as np
 import pytest
 import torch
 from test_train import PairList
-from test_train_modes import (
+from test_train_modes import (  # frames, init_weights: the shared module-scoped fixtures
     TINY,
     assert_falls,
     assert_usable_checkpoint,
     frame_source,
+    frames,
+    init_weights,
     labelled_pairs,
     parameters_equal,
     random_weights,
     records,
     resume_from_step,
     step_losses,
-    write_frames,
 )
 
 from dflowgen.models.raft import build_raft
@@ -33,16 +34,6 @@ from dflowgen.train.trainer import train
 # A random teacher's flows are not forward-backward consistent; a loose check keeps them (the filter's own
 # test below uses the default thresholds).
 LOOSE = PseudoLabelConfig(label_iters=4, fb_alpha2=1e6, num_anchors=32)
-
-
-@pytest.fixture(scope="module")
-def frames(tmp_path_factory):
-    return write_frames(tmp_path_factory.mktemp("frames") / "video")
-
-
-@pytest.fixture(scope="module")
-def init_weights(tmp_path_factory):
-    return random_weights(tmp_path_factory.mktemp("weights") / "init.pth")
 
 
 def test_consistency_mask_keeps_consistent_pixels_and_rejects_an_inconsistent_region():

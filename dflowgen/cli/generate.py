@@ -103,11 +103,6 @@ def generate(target: str | None, mode: str | None, num_samples: int, out: Path, 
                "base_model": base_model, "target_model": target_model}
     overrides = _overrides(mode, seed, size, batch_size, shard_size, proxies)
     resolved = [with_overrides(load_recipe(name), overrides) for name in recipes or (None,)]
-    dflow_without_target = [recipe.name for recipe in resolved
-                            if recipe.generate.mode == "dflow" and not recipe.optimize.target_weights]
-    if dflow_without_target:
-        raise DflowgenError(f"recipe '{dflow_without_target[0]}' names no target proxy: set optimize.target_weights "
-                            "in it or pass --target-ckpt FILE|NAME")
     options = {"device": device, "split": ShardSplit.resolve(shard_index, num_shards), "overwrite": overwrite,
                "preview": preview, "assets": assets, "quiet": quiet}
     if len(resolved) == 1:

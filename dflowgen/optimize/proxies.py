@@ -61,17 +61,22 @@ def load_proxy(
     return freeze(model)
 
 
+def check_target_named(config: OptimizeConfig) -> None:
+    """Raise a ``DflowgenError`` when ``config`` names no target proxy (so nothing can be optimised)."""
+    if not config.target_weights:
+        raise DflowgenError(
+            "the recipe names no target proxy: set optimize.target_weights (a file or a weights-store name) "
+            "or pass --target-ckpt"
+        )
+
+
 def load_proxies(config: OptimizeConfig, device: torch.device | str) -> Proxies:
     """The base and target proxies named by an ``[optimize]`` recipe section.
 
     Raises:
         DflowgenError: no target checkpoint is set, or either checkpoint cannot be loaded.
     """
-    if not config.target_weights:
-        raise DflowgenError(
-            "optimize.target_weights is empty: name the target proxy's checkpoint (a file or a weights-store name, "
-            "e.g. with --target-ckpt)"
-        )
+    check_target_named(config)
     base = load_proxy(config.base_weights, config.base_model, device, config.mixed_precision)
     target = load_proxy(config.target_weights, config.target_model, device, config.mixed_precision)
     return Proxies(base=base, target=target)
