@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
+import os
 import resource
 import statistics
 import time
@@ -61,8 +62,10 @@ def main() -> None:
     parser.add_argument("--iters", type=int, nargs="+", default=[12, 32])
     options = vars(parser.parse_args())
     height, width = options["size"]
+    load = "load average {:.2f} {:.2f} {:.2f}"
     print(f"device {options['device']}, {options['threads']} threads, {height}×{width}, corr {options['corr']}, "
-          f"mixed precision {options['mixed_precision']}, median of {options['repeats']} after a warm-up")
+          f"mixed precision {options['mixed_precision']}, median of {options['repeats']} after a warm-up; "
+          + load.format(*os.getloadavg()))
     context = multiprocessing.get_context("spawn")
     for model_name in options["models"]:
         for iters in options["iters"]:
@@ -74,6 +77,7 @@ def main() -> None:
                 f"peak RSS {result['peak_rss_mib']:.0f} MiB{extra}"
             )
             print(f"{model_name:<10} {iters:>2} iters: {summary}", flush=True)
+    print(load.format(*os.getloadavg()))
 
 
 if __name__ == "__main__":

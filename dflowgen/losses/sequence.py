@@ -14,7 +14,7 @@ from typing import Literal
 
 import torch
 
-from dflowgen.flow.metrics import end_point_error
+from dflowgen.flow.metrics import end_point_error, flow_length
 
 
 def sequence_loss(
@@ -51,7 +51,7 @@ def sequence_loss(
         raise ValueError(f"flow_gt must be B×2×H×W, got {tuple(flow_gt.shape)}")
     if reduction not in ("mean", "none"):
         raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
-    magnitude = torch.linalg.vector_norm(flow_gt, dim=1)
+    magnitude = flow_length(flow_gt)
     mask = magnitude < max_flow
     if valid is not None:
         mask = mask & (valid >= 0.5)

@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from dflowgen.data.sample import FlowPair
 from dflowgen.evaluate import predict_flow
+from dflowgen.flow.metrics import flow_length
 from dflowgen.losses.selfsup import flow_warp, occlusion_mask
 from dflowgen.losses.sequence import sequence_loss
 from dflowgen.seeding import sample_generator
@@ -169,7 +170,7 @@ class PseudoLabelObjective(Objective):
         contrastive = sequence.new_zeros(())
         if pseudo.contrastive_weight > 0:
             features1, features2 = tap.pair()
-            usable = (valid >= 0.5) & (flow.square().sum(dim=1).sqrt() < config.max_flow)
+            usable = (valid >= 0.5) & (flow_length(flow) < config.max_flow)
             contrastive = contrastive_flow_loss(features1, features2, flow, usable.to(flow.dtype), pseudo.temperature,
                                                 pseudo.num_anchors, sample_generator(config.seed, step, "anchors"))
         total = sequence + pseudo.contrastive_weight * contrastive
