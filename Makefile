@@ -27,9 +27,10 @@ demo: install
 	$(VENV)/bin/dflowgen generate --target demo --num-samples 16 --out demo-out --preview --overwrite
 	$(VENV)/bin/dflowgen inspect demo-out
 
+# OFFICIAL=path/to/RAFT/core also times the official RAFT beside ours, in the same processes.
 bench: install
 	$(PY) bench/render.py
-	$(PY) bench/train_step.py
+	$(PY) bench/train_step.py $(if $(OFFICIAL),--official $(OFFICIAL))
 	$(PY) bench/optimize.py
 	$(PY) bench/search.py
 

@@ -11,9 +11,12 @@ parallel region waits for the thread that was descheduled), so compare figures t
   so the difference is what the training loop adds;
 * ``augment``: :class:`~dflowgen.train.data.TrainingMix` making one batch from Sintel-sized
   (436×1024) pairs — done by DataLoader workers in parallel with the step;
-* inference 1×3×384×512 with 12 and 32 iterations (``bench/inference.py``).
+* inference 1×3×384×512 with 12 and 32 iterations (``bench/inference.py``);
+* with ``--official CORE``, the official RAFT's bare step and inference, timed in turn with ours
+  in the same process (:mod:`official`), so the comparison holds on a machine of any speed.
 
     python bench/train_step.py                 # CPU, 2 threads
+    python bench/train_step.py --official ~/src/RAFT/core
     python bench/train_step.py --device cuda
 """
 
@@ -36,6 +39,7 @@ from dflowgen.train.config import TrainConfig
 from dflowgen.train.data import DataSource, TrainingMix
 from dflowgen.train.schedule import make_optimizer
 from dflowgen.train.trainer import train_step
+from official import check_core, official_raft  # bench/official.py, beside this script
 
 
 def _synchronize(device: torch.device) -> None:
@@ -85,15 +89,20 @@ def measure_step(model_name: str, options: dict) -> dict[str, float]:
              "flow": torch.full((config.batch_size, 2, height, width), 3.0), "valid": torch.ones(config.batch_size, height, width)}
     on_device = {key: value.to(device) for key, value in batch.items()}
 
-    def bare_step() -> None:
+    def bare_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
         loss, _ = sequence_loss(model(on_device["img1"], on_device["img2"], iters=config.iters), on_device["flow"],
                                 on_device["valid"])
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    result = _timed({"train_step": lambda: train_step(model, optimizer, batch, config, device),
-                     "bare_step": bare_step}, options["repeats"], device)
+    functions = {"train_step": lambda: train_step(model, optimizer, batch, config, device),
+                 "bare_step": lambda: bare_step(model, optimizer)}
+    if options["official"]:
+        official = official_raft(options["official"], model_name).to(device).train()
+        official_optimizer = make_optimizer(official, config)
+        functions["official_step"] = lambda: bare_step(official, official_optimizer)
+    result = _timed(functions, options["repeats"], device)
     result["peak_rss_mib"] = _peak_rss_mib()
     if device.type == "cuda":
         result["peak_cuda_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
@@ -128,7 +137,9 @@ def main() -> None:
     parser.add_argument("--iters", type=int, default=12)
     parser.add_argument("--models", nargs="+", choices=MODEL_NAMES, default=list(MODEL_NAMES))
     parser.add_argument("--no-inference", dest="inference", action="store_false", help="skip bench/inference.py's figures")
+    parser.add_argument("--official", metavar="CORE", help="core/ folder of a princeton-vl/RAFT checkout: time it too")
     options = vars(parser.parse_args())
+    check_core(options["official"])
     height, width = options["size"]
     print(f"device {options['device']}, {options['threads']} threads, batch {options['batch']} at {height}×{width}, "
           f"{options['iters']} iters, AdamW; median of {options['repeats']} after a warm-up; {_load()}")
@@ -141,20 +152,25 @@ def main() -> None:
         print(f"{model_name:<10} train_step {result['train_step']:.3f} s (fastest {result['train_step_fastest']:.3f} s; "
               f"bare {result['bare_step']:.3f} s, trainer overhead {overhead * 1000:+.0f} ms), "
               f"peak RSS {result['peak_rss_mib']:.0f} MiB{extra}", flush=True)
+        if "official_step" in result:
+            print(f"{'':<10} official bare step {result['official_step']:.3f} s (fastest {result['official_step_fastest']:.3f} s): "
+                  f"ours/official {result['bare_step'] / result['official_step']:.2f}", flush=True)
     with context.Pool(1) as pool:
         seconds = pool.apply(measure_augment, (options,))
     print(f"augment    {options['batch']} pairs 436×1024 → {height}×{width}: {seconds:.3f} s on 1 thread", flush=True)
     if options["inference"]:
-        from inference import measure  # bench/inference.py, beside this script
+        from inference import measure, official_summary  # bench/inference.py, beside this script
 
         inference_options = {"threads": options["threads"], "device": options["device"], "corr": "all-pairs",
-                              "mixed_precision": False, "size": (384, 512), "repeats": options["repeats"]}
+                              "mixed_precision": False, "size": (384, 512), "repeats": options["repeats"],
+                             "official": options["official"]}
         for model_name in options["models"]:
             for iters in (12, 32):
                 with context.Pool(1) as pool:
                     result = pool.apply(measure, (model_name, iters, inference_options))
                 print(f"{model_name:<10} inference 1×384×512, {iters:>2} iters: {result['seconds']:.3f} s "
-                      f"(fastest {result['fastest']:.3f} s), peak RSS {result['peak_rss_mib']:.0f} MiB", flush=True)
+                      f"(fastest {result['fastest']:.3f} s), peak RSS {result['peak_rss_mib']:.0f} MiB"
+                      + official_summary(result), flush=True)
     print(_load())
 
 
