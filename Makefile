@@ -34,7 +34,7 @@ bench: install
 	$(PY) bench/optimize.py
 	$(PY) bench/search.py
 
-# The papers' key comparisons at a size this hardware runs (SCALE=mini: about two hours on 2 CPU cores;
+# The papers' key comparisons at a size this hardware runs (SCALE=mini: about 50 minutes on 2 idle CPU cores;
 # SCALE=paper: the paper's sizes, a GPU job). Every stage resumes; rerunning skips what is done.
 SCALE ?= mini
 reproduce-table: install
