@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from typing import Any, TypeVar
 
 from dflowgen.errors import DflowgenError
-from dflowgen.fields import nested
+from dflowgen.fields import check_positive, nested
 from dflowgen.optimize.config import OptimizeConfig
 from dflowgen.reproduce.config import ReproduceConfig
 from dflowgen.search.config import SearchConfig
@@ -182,10 +182,7 @@ class GenerateConfig:
     store_params: bool = True
 
     def __post_init__(self) -> None:
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be positive, got {self.batch_size}")
-        if self.shard_size < 1:
-            raise ValueError(f"shard_size must be positive, got {self.shard_size}")
+        check_positive(self, "batch_size", "shard_size")
         if self.preview_count < 0:
             raise ValueError(f"preview_count must not be negative, got {self.preview_count}")
 

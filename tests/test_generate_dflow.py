@@ -26,23 +26,29 @@ from dflowgen.generate import generate_mix, generate_set
 from dflowgen.optimize.proxies import Proxies, load_proxies
 from dflowgen.recipes import parse_recipe, recipe_to_toml, with_overrides
 
+# A 64×48 scene with pixel lengths to match; test_reproduce.py builds on it too.
+TINY_RENDER = textwrap.dedent(
+    """
+    [render]
+    width = 64
+    height = 48
+    canvas_margin = 8
+    num_layers = [2, 3]
+    layer_translation = [-4.0, 4.0]
+    blur_kernel_size = 9
+    [render.layer_warp]
+    translation = [-6.0, 6.0]
+    perspective = [-2.0, 2.0]
+    [render.anchor_warp]
+    translation = [-6.0, 6.0]
+    perspective = [-2.0, 2.0]
+    """
+)
 TINY = parse_recipe(
-    textwrap.dedent(
+    'name = "tiny-dflow"\n'
+    + TINY_RENDER
+    + textwrap.dedent(
         """
-        name = "tiny-dflow"
-        [render]
-        width = 64
-        height = 48
-        canvas_margin = 8
-        num_layers = [2, 3]
-        layer_translation = [-4.0, 4.0]
-        blur_kernel_size = 9
-        [render.layer_warp]
-        translation = [-6.0, 6.0]
-        perspective = [-2.0, 2.0]
-        [render.anchor_warp]
-        translation = [-6.0, 6.0]
-        perspective = [-2.0, 2.0]
         [generate]
         mode = "dflow"
         seed = 3

@@ -17,6 +17,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 from PIL import Image
+from test_generate_dflow import TINY_RENDER
 
 import dflowgen.reproduce.pipeline as pipeline
 from dflowgen.cli import cli
@@ -47,22 +48,8 @@ def write_tiny_sintel(root: Path) -> None:
         write_flo(root / "training" / "flow" / scene / "frame_0001.flo", flow)
 
 
-MICRO = textwrap.dedent(
+MICRO = 'name = "reproduce-micro"\n' + TINY_RENDER + textwrap.dedent(
     """
-    name = "reproduce-micro"
-    [render]
-    width = 64
-    height = 48
-    canvas_margin = 8
-    num_layers = [2, 3]
-    layer_translation = [-4.0, 4.0]
-    blur_kernel_size = 9
-    [render.layer_warp]
-    translation = [-6.0, 6.0]
-    perspective = [-2.0, 2.0]
-    [render.anchor_warp]
-    translation = [-6.0, 6.0]
-    perspective = [-2.0, 2.0]
     [generate]
     seed = 3
     batch_size = 2

@@ -33,6 +33,8 @@ from kornia.color import rgb_to_grayscale
 from kornia.geometry import create_meshgrid
 from kornia.geometry.transform import remap
 
+from dflowgen.fields import check_non_negative, check_positive
+
 OcclusionMethod = Literal["range-map", "forward-backward", "none"]
 EdgeWeighting = Literal["exponential", "gaussian"]
 
@@ -67,17 +69,13 @@ class SelfSupervisedLossConfig:
     distill_sigma_student: float = 0.03
 
     def __post_init__(self) -> None:
-        for name in ("weight_census", "weight_smooth1", "weight_smooth2", "weight_distill", "fb_alpha1", "fb_alpha2",
-                     "edge_constant"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        check_non_negative(self, "weight_census", "weight_smooth1", "weight_smooth2", "weight_distill", "fb_alpha1",
+                           "fb_alpha2", "edge_constant")
         if self.census_patch < 3 or self.census_patch % 2 == 0:
             raise ValueError(f"census_patch must be an odd number >= 3, got {self.census_patch}")
         if not 0.0 <= self.distill_crop < 0.5:
             raise ValueError(f"distill_crop must be in [0, 0.5), got {self.distill_crop}")
-        for name in ("distill_sigma_teacher", "distill_sigma_student"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        check_positive(self, "distill_sigma_teacher", "distill_sigma_student")
 
 
 def robust_power(x: torch.Tensor, eps: float = 0.01, q: float = 0.4) -> torch.Tensor:

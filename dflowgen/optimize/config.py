@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, get_args
 
-from dflowgen.fields import nested
+from dflowgen.fields import check_non_negative, check_positive, check_probability, nested
 
 TaskLossForm = Literal["add-exp", "add-sigmoid", "add-tanh", "mul-exp", "mul-sigmoid", "mul-tanh"]
 ProxyModel = Literal["raft", "raft-small"]
@@ -49,12 +49,8 @@ class CopyAugmentConfig:
             raise ValueError(
                 f"augment.min_scale ({self.min_scale}) must not exceed augment.max_scale ({self.max_scale})"
             )
-        for name in ("stretch_prob", "hflip_prob", "vflip_prob"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"augment.{name} must be a probability in [0, 1], got {getattr(self, name)}")
-        for name in ("max_stretch", "brightness", "contrast", "saturation", "hue"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"augment.{name} must be >= 0, got {getattr(self, name)}")
+        check_probability(self, "stretch_prob", "hflip_prob", "vflip_prob", section="augment")
+        check_non_negative(self, "max_stretch", "brightness", "contrast", "saturation", "hue", section="augment")
         if self.hue > 0.5:
             raise ValueError(f"augment.hue must be at most 0.5 (half a turn of the colour circle), got {self.hue}")
 
@@ -116,18 +112,11 @@ class OptimizeConfig:
             raise ValueError("alpha needs at least one value")
         if any(alpha < 0 for alpha in self.alpha):
             raise ValueError(f"alpha values must be >= 0, got {list(self.alpha)}")
-        for name in ("proxy_iters", "copies", "decay_updates"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-        if self.updates < 0:
-            raise ValueError(f"updates must be >= 0, got {self.updates}")
-        for name in ("epsilon", "sequence_gamma", "max_flow", "keep_threshold"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        check_positive(self, "proxy_iters", "copies", "decay_updates")
+        check_non_negative(self, "updates")
+        check_positive(self, "epsilon", "sequence_gamma", "max_flow", "keep_threshold")
         learning_rates = ("lr_pixel", "lr_rotation_scale", "lr_effects", "lr_noise")
-        for name in ("beta", "fold_weight", "fold_margin", "noise_weight", *learning_rates):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        check_non_negative(self, "beta", "fold_weight", "fold_margin", "noise_weight", *learning_rates)
 
     def alpha_for(self, index: int) -> float:
         """The α sample ``index`` is optimised with (the α combination cycles through ``alpha``)."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from dflowgen.fields import nested, range_field
+from dflowgen.fields import check_non_negative, check_positive, check_probability, nested, range_field
 
 
 @dataclass(frozen=True)
@@ -74,8 +74,7 @@ class RenderConfig:
     def __post_init__(self) -> None:
         if self.width < 8 or self.height < 8:
             raise ValueError(f"image size must be at least 8×8, got {self.width}×{self.height}")
-        if self.canvas_margin < 0:
-            raise ValueError(f"canvas_margin must be >= 0, got {self.canvas_margin}")
+        check_non_negative(self, "canvas_margin")
         if self.num_layers[0] < 0:
             raise ValueError(f"num_layers must be >= 0, got {self.num_layers}")
         if not 0.0 < self.object_size[0]:
@@ -88,14 +87,10 @@ class RenderConfig:
             raise ValueError(f"fog_octaves must be at least 1, got {self.fog_octaves}")
         if self.blur_kernel_size < 1 or self.blur_kernel_size % 2 == 0:
             raise ValueError(f"blur_kernel_size must be a positive odd number, got {self.blur_kernel_size}")
-        if self.splat_c <= 0:
-            raise ValueError(f"splat_c must be positive, got {self.splat_c}")
+        check_positive(self, "splat_c")
         if not 0.5 < self.valid_min_weight <= 1.0:
             raise ValueError(f"valid_min_weight must be in (0.5, 1], got {self.valid_min_weight}")
-        for name in ("white_balance_prob", "noise_prob", "fog_prob", "blur_prob", "blur_layer_prob"):
-            p = getattr(self, name)
-            if not 0.0 <= p <= 1.0:
-                raise ValueError(f"{name} must be a probability in [0, 1], got {p}")
+        check_probability(self, "white_balance_prob", "noise_prob", "fog_prob", "blur_prob", "blur_layer_prob")
         for warp in (self.layer_warp, self.anchor_warp):
             if warp.scale[0] <= 0:
                 raise ValueError(f"warp scale must be positive, got {warp.scale}")

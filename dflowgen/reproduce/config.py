@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, get_args
 
-from dflowgen.fields import nested
+from dflowgen.fields import check_positive, nested
 from dflowgen.train.config import TrainConfig
 
 SetVariant = Literal["random", "dflow", "dflow-alpha-mix", "dflow-no-effects", "random-no-effects"]
@@ -68,9 +68,7 @@ class ReproduceConfig:
         if shared:
             raise ValueError(f"scene(s) {', '.join(shared)} are in both proxy_scenes and eval_scenes: "
                              "evaluation must use scenes the target proxy never saw")
-        for name in ("eval_iters", "num_samples"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        check_positive(self, "eval_iters", "num_samples")
         if not self.sets:
             raise ValueError(f"sets needs at least one of {', '.join(SET_VARIANTS)}")
         unknown = [name for name in self.sets if name not in SET_VARIANTS]

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from dflowgen.fields import nested
+from dflowgen.fields import check_non_negative, check_positive, check_probability, nested
 from dflowgen.losses.selfsup import SelfSupervisedLossConfig
 
 Metric = Literal["self-supervised", "supervised"]
@@ -66,18 +66,12 @@ class SearchConfig:
     selfsup: SelfSupervisedLossConfig = nested(SelfSupervisedLossConfig)
 
     def __post_init__(self) -> None:
-        for name in ("population", "generations", "num_samples", "eval_iters", "top_k", "heartbeat_interval"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-        for name in ("crossover_prob", "swap_prob"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"{name} must be a probability in [0, 1], got {getattr(self, name)}")
+        check_positive(self, "population", "generations", "num_samples", "eval_iters", "top_k", "heartbeat_interval")
+        check_probability(self, "crossover_prob", "swap_prob")
         if self.mutation_prob is not None and not 0.0 <= self.mutation_prob <= 1.0:
             raise ValueError(f"mutation_prob must be a probability in [0, 1], got {self.mutation_prob}")
-        if self.mutation_scale <= 0:
-            raise ValueError(f"mutation_scale must be positive, got {self.mutation_scale}")
-        if self.spread < 0:
-            raise ValueError(f"spread must be >= 0, got {self.spread}")
+        check_positive(self, "mutation_scale")
+        check_non_negative(self, "spread")
         if self.target_pairs < 0:
             raise ValueError(f"target_pairs must be >= 0 (0 = all), got {self.target_pairs}")
         if not 0.0 < self.target_scale <= 1.0:

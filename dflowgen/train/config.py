@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from dflowgen.fields import nested
+from dflowgen.fields import check_non_negative, check_positive, check_probability, nested
 from dflowgen.losses.selfsup import SelfSupervisedLossConfig
 
 TrainMode = Literal["supervised", "self-supervised", "pseudo-label", "distill"]
@@ -46,17 +46,8 @@ class AugmentConfig:
     def __post_init__(self) -> None:
         if self.min_scale > self.max_scale:
             raise ValueError(f"augment.min_scale ({self.min_scale}) must not exceed augment.max_scale ({self.max_scale})")
-        for name in ("spatial_prob", "stretch_prob"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"augment.{name} must be a probability in [0, 1], got {getattr(self, name)}")
-        if self.max_stretch < 0:
-            raise ValueError(f"augment.max_stretch must be >= 0, got {self.max_stretch}")
-
-
-def _check_probability(section: str, owner: object, *names: str) -> None:
-    for name in names:
-        if not 0.0 <= getattr(owner, name) <= 1.0:
-            raise ValueError(f"{section}.{name} must be a probability in [0, 1], got {getattr(owner, name)}")
+        check_probability(self, "spatial_prob", "stretch_prob", section="augment")
+        check_non_negative(self, "max_stretch", section="augment")
 
 
 @dataclass(frozen=True)
@@ -77,7 +68,7 @@ class JitterConfig:
     asymmetric_prob: float = 0.2
 
     def __post_init__(self) -> None:
-        _check_probability("jitter", self, "prob", "asymmetric_prob")
+        check_probability(self, "prob", "asymmetric_prob", section="jitter")
         for name in ("brightness", "contrast", "saturation"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"jitter.{name} must be in [0, 1), got {getattr(self, name)}")
@@ -131,16 +122,11 @@ class PseudoLabelConfig:
     num_anchors: int = 256
 
     def __post_init__(self) -> None:
-        for name in ("label_iters", "num_anchors"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"pseudo.{name} must be positive, got {getattr(self, name)}")
-        for name in ("fb_alpha1", "fb_alpha2", "contrastive_weight"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"pseudo.{name} must be >= 0, got {getattr(self, name)}")
+        check_positive(self, "label_iters", "num_anchors", section="pseudo")
+        check_non_negative(self, "fb_alpha1", "fb_alpha2", "contrastive_weight", section="pseudo")
         if self.refresh_every < 0:
             raise ValueError(f"pseudo.refresh_every must be >= 0 (0 = never), got {self.refresh_every}")
-        if self.temperature <= 0:
-            raise ValueError(f"pseudo.temperature must be positive, got {self.temperature}")
+        check_positive(self, "temperature", section="pseudo")
 
 
 @dataclass(frozen=True)
@@ -172,10 +158,8 @@ class StrongAugmentConfig:
         if self.min_scale > self.max_scale:
             raise ValueError(f"distill.augment.min_scale ({self.min_scale}) must not exceed max_scale "
                              f"({self.max_scale})")
-        for name in ("max_rotate", "relative_scale", "relative_translate"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"distill.augment.{name} must be >= 0, got {getattr(self, name)}")
-        _check_probability("distill.augment", self, "h_flip_prob", "v_flip_prob", "eraser_prob")
+        check_non_negative(self, "max_rotate", "relative_scale", "relative_translate", section="distill.augment")
+        check_probability(self, "h_flip_prob", "v_flip_prob", "eraser_prob", section="distill.augment")
         low, high = self.eraser_size
         if not 0.0 < low <= high <= 1.0:
             raise ValueError(f"distill.augment.eraser_size must satisfy 0 < lo <= hi <= 1 (fractions of the frame), "
@@ -207,11 +191,8 @@ class DistillConfig:
     augment: StrongAugmentConfig = nested(StrongAugmentConfig)
 
     def __post_init__(self) -> None:
-        if self.teacher_iters < 1:
-            raise ValueError(f"distill.teacher_iters must be positive, got {self.teacher_iters}")
-        for name in ("fb_alpha1", "fb_alpha2", "selfsup_weight"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"distill.{name} must be >= 0, got {getattr(self, name)}")
+        check_positive(self, "teacher_iters", section="distill")
+        check_non_negative(self, "fb_alpha1", "fb_alpha2", "selfsup_weight", section="distill")
         if self.swap_every < 0:
             raise ValueError(f"distill.swap_every must be >= 0 (0 = a fixed teacher), got {self.swap_every}")
 
@@ -258,18 +239,13 @@ class TrainConfig:
     distill: DistillConfig = nested(DistillConfig)
 
     def __post_init__(self) -> None:
-        for name in ("num_steps", "batch_size", "iters", "checkpoint_every", "log_every", "max_nonfinite"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        check_positive(self, "num_steps", "batch_size", "iters", "checkpoint_every", "log_every", "max_nonfinite")
         if any(side < 8 or side % 8 for side in self.crop_size):
             raise ValueError(f"crop_size must be positive multiples of 8 (RAFT works at 1/8), got {list(self.crop_size)}")
         if not 0.0 < self.pct_start < 1.0:
             raise ValueError(f"pct_start must be in (0, 1), got {self.pct_start}")
-        if self.num_workers < 0:
-            raise ValueError(f"num_workers must be >= 0, got {self.num_workers}")
-        for name in ("lr", "clip", "gamma", "max_flow"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        check_non_negative(self, "num_workers")
+        check_positive(self, "lr", "clip", "gamma", "max_flow")
 
 
 # Fields that change how a run is watched or stored, not the parameters it produces;
