@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 from pathlib import Path
-from typing import Any
 
 _HASH_BLOCK = 1 << 20
 
@@ -18,13 +16,6 @@ def file_sha256(path: Path) -> str:
         while block := stream.read(_HASH_BLOCK):
             digest.update(block)
     return digest.hexdigest()
-
-
-def atomic_write_png(path: Path, figure: Any) -> None:
-    """Save a matplotlib ``figure`` as a PNG at ``path``, atomically."""
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
-    atomic_write_bytes(path, buffer.getvalue())
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

@@ -39,6 +39,7 @@ from dflowgen.data.shards import (
     sync_manifest_locked,
     write_mix,
 )
+from dflowgen.devices import resolve_device
 from dflowgen.errors import DflowgenError
 from dflowgen.inspect import PLOT_NAME
 from dflowgen.preview import PREVIEW_FOLDER, write_previews
@@ -50,7 +51,8 @@ from dflowgen.seeding import sample_seed
 
 # Recipe keys that change how a set is produced, not what it contains: a folder made
 # with other values of these is resumed, not refused.
-_EXECUTION_KEYS = ("name", "generate.batch_size", "generate.preview_count", "train.", "search.", "reproduce.")
+EXECUTION_KEYS = ("name", "generate.batch_size", "generate.preview_count", "train.", "search.", "reproduce.",
+                  "benchmark.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -134,7 +136,7 @@ def header_differences(old: ShardSetHeader, new: ShardSetHeader) -> list[str]:
     except DflowgenError as error:
         return [*differences, f"recipe: {error}"]
     new_recipe = flatten_keys(to_dict(parse_recipe(new.recipe)))
-    ignored = _EXECUTION_KEYS
+    ignored = EXECUTION_KEYS
     if old_recipe["generate.mode"] == new_recipe["generate.mode"] == "random":
         ignored += ("optimize.",)  # a random set does not depend on the proxies' settings
     for key in sorted(old_recipe.keys() | new_recipe.keys()):
@@ -233,6 +235,7 @@ def _sample_batch(
         img2=_to_uint8(output.img2),
         flow=output.flow.permute(0, 2, 3, 1).cpu().numpy(),
         valid=(output.valid[:, 0] > 0.5).cpu().numpy().astype(np.uint8),
+        occ=(output.occ[:, 0] > 0.5).cpu().numpy().astype(np.uint8),
         params=params.to_numpy() if store_params else {},
         meta={
             "index": np.asarray(indices, dtype=np.int64),
@@ -272,6 +275,7 @@ def optimized_batch(
         img2=result.output.img2[selected],
         flow=result.output.flow[selected],
         valid=result.output.valid[selected],
+        occ=result.output.occ[selected],
         effects={name: flags[selected] for name, flags in result.output.effects.items()},
     )
     batch = _sample_batch(
@@ -283,10 +287,6 @@ def optimized_batch(
         "threshold": int((result.finite & ~result.kept).sum()),
     }
     return batch, dropped
-
-
-def _default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def generate_set(
@@ -317,7 +317,7 @@ def generate_set(
         raise DflowgenError(f"--num-samples must be positive, got {num_samples}")
     out = Path(out)
     check_output_path(out)
-    device = torch.device(device) if device is not None else _default_device()
+    device = resolve_device(device)
     optimizing = recipe.generate.mode == "dflow"
     if optimizing and proxies is None:
         proxies = load_proxies(recipe.optimize, device)

@@ -11,7 +11,7 @@ import numpy as np
 from tqdm import tqdm
 
 from dflowgen.data.shards import read_manifest, read_shard_header, shard_files
-from dflowgen.files import atomic_write_png
+from dflowgen.figures import new_figure, save_png
 from dflowgen.errors import DflowgenError
 
 PLOT_NAME = "flow-magnitude.png"
@@ -27,9 +27,12 @@ _LOSS_SUFFIXES = ("_loss_initial", "_loss_final")
 class SetStatistics:
     """Summary of a set. Flow statistics are over valid pixels only.
 
+    ``occluded_fraction`` is the share of valid pixels whose point is hidden in frame 2 or
+    leaves it (None for format-1 sets, which stored no occlusion).
     For an optimised set, ``losses`` holds the mean of every per-sample proxy-loss column
-    (``target_loss_initial``, ``target_loss_final``, ...) and ``dropped`` the samples not
-    written, by reason.
+    (``target_loss_initial``, ``target_loss_final``, ...) and of the per-sample ratio
+    ``r = base/target`` before and after (``ratio_initial``, ``ratio_final``), and
+    ``dropped`` the samples not written, by reason.
 
     ``histogram_edges`` (pixels, length bins+1) and ``histogram_counts`` (pixels per
     bin) describe the flow magnitude; ``effects`` maps each effect to the fraction of
@@ -46,6 +49,7 @@ class SetStatistics:
     seed: int
     flow_dtype: str
     valid_fraction: float
+    occluded_fraction: float | None
     flow_mean: float
     flow_max: float
     effects: dict[str, float]
@@ -64,13 +68,17 @@ class _MagnitudeAccumulator:
     def __init__(self) -> None:
         self.fine_counts = np.zeros(1, dtype=np.int64)
         self.valid = 0
+        self.occluded = 0
         self.pixels = 0
         self.total = 0.0
         self.max = 0.0
 
-    def add(self, flow: np.ndarray, valid: np.ndarray) -> None:
-        """flow: n×H×W×2, valid: n×H×W."""
-        magnitude = np.hypot(flow[..., 0].astype(np.float32), flow[..., 1].astype(np.float32))[valid.astype(bool)]
+    def add(self, flow: np.ndarray, valid: np.ndarray, occ: np.ndarray | None) -> None:
+        """flow: n×H×W×2, valid and occ: n×H×W."""
+        valid = valid.astype(bool)
+        magnitude = np.hypot(flow[..., 0].astype(np.float32), flow[..., 1].astype(np.float32))[valid]
+        if occ is not None:
+            self.occluded += int(np.count_nonzero(occ.astype(bool) & valid))
         self.pixels += valid.size
         self.valid += magnitude.size
         if magnitude.size == 0:
@@ -107,18 +115,28 @@ def set_statistics(folder: str | Path, bins: int = 20, quiet: bool = True) -> Se
     effect_counts: dict[str, int] = {}
     loss_sums: dict[str, float] = {}
     num_samples = 0
+    has_occ = True
     for path in tqdm(shards.values(), desc="inspect", unit="shard", disable=True if quiet else None):
         with h5py.File(path, "r") as shard:
             count = int(shard.attrs["num_samples"])
+            if count == 0:  # every sample of the shard was dropped: it holds no datasets
+                continue
             for start in range(0, count, _BLOCK):
                 rows = slice(start, min(start + _BLOCK, count))
-                magnitudes.add(shard["flow"][rows], shard["valid"][rows])
-            for name, column in shard["meta"].items():
+                occ = shard["occ"][rows] if "occ" in shard else None
+                has_occ &= occ is not None
+                magnitudes.add(shard["flow"][rows], shard["valid"][rows], occ)
+            meta = shard["meta"]
+            for name, column in meta.items():
                 if name.startswith("effect_"):
                     effect = name.removeprefix("effect_")
                     effect_counts[effect] = effect_counts.get(effect, 0) + int(np.count_nonzero(column[:]))
                 elif name.endswith(_LOSS_SUFFIXES):
                     loss_sums[name] = loss_sums.get(name, 0.0) + float(np.sum(column[:], dtype=np.float64))
+            for when in ("initial", "final"):
+                if f"target_loss_{when}" in meta and f"base_loss_{when}" in meta:
+                    ratio = meta[f"base_loss_{when}"][:] / meta[f"target_loss_{when}"][:]
+                    loss_sums[f"ratio_{when}"] = loss_sums.get(f"ratio_{when}", 0.0) + float(ratio.sum(dtype=np.float64))
         num_samples += count
     edges, counts = magnitudes.histogram(bins)
     return SetStatistics(
@@ -132,6 +150,7 @@ def set_statistics(folder: str | Path, bins: int = 20, quiet: bool = True) -> Se
         seed=header.seed,
         flow_dtype=header.flow_dtype,
         valid_fraction=magnitudes.valid / max(magnitudes.pixels, 1),
+        occluded_fraction=magnitudes.occluded / max(magnitudes.valid, 1) if has_occ else None,
         flow_mean=magnitudes.total / max(magnitudes.valid, 1),
         flow_max=magnitudes.max,
         effects={name: effect_counts[name] / max(num_samples, 1) for name in sorted(effect_counts)},
@@ -149,15 +168,18 @@ def format_statistics(stats: SetStatistics) -> str:
         f"samples    {stats.num_samples} in {stats.num_shards} of {stats.planned_shards} shards"
         + ("" if stats.complete else " (incomplete)"),
         f"resolution {stats.width}x{stats.height}, seed {stats.seed}, flow {stats.flow_dtype}",
-        f"valid      {stats.valid_fraction:.1%} of pixels",
+        f"valid      {stats.valid_fraction:.1%} of pixels labelled"
+        + ("" if stats.occluded_fraction is None else f", {stats.occluded_fraction:.1%} of them occluded or leaving"),
         f"flow       mean {stats.flow_mean:.2f} px, max {stats.flow_max:.2f} px (valid pixels)",
     ]
     if stats.effects:
         lines.append("effects    " + ", ".join(f"{name} {fraction:.0%}" for name, fraction in stats.effects.items()))
-    for proxy in ("target", "base"):
-        initial, final = (stats.losses.get(f"{proxy}_loss_{when}") for when in ("initial", "final"))
+    rows = {"target": ("target_loss", "proxy loss"), "base": ("base_loss", "proxy loss"),
+            "ratio r": ("ratio", "base/target")}
+    for label, (column, what) in rows.items():
+        initial, final = (stats.losses.get(f"{column}_{when}") for when in ("initial", "final"))
         if initial is not None and final is not None:
-            lines.append(f"{proxy:<10} proxy loss {initial:.3f} -> {final:.3f} (mean over written samples)")
+            lines.append(f"{label:<10} {what} {initial:.3f} -> {final:.3f} (mean over written samples)")
     if stats.dropped:
         lines.append("dropped    " + ", ".join(f"{count} {reason}" for reason, count in stats.dropped.items()))
     lines.append("flow magnitude histogram (px):")
@@ -171,14 +193,9 @@ def format_statistics(stats: SetStatistics) -> str:
 
 def plot_histogram(stats: SetStatistics, path: str | Path) -> None:
     """Save the flow-magnitude histogram as a PNG (written atomically)."""
-    # matplotlib loads here, not with the module: it would add a second to every CLI start.
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     edges = np.asarray(stats.histogram_edges)
     counts = np.asarray(stats.histogram_counts)
-    figure = Figure(figsize=(6, 3.5), dpi=100)
-    FigureCanvasAgg(figure)
+    figure = new_figure(6, 3.5)
     axes = figure.add_subplot()
     axes.bar(edges[:-1], counts / max(counts.sum(), 1), width=np.diff(edges), align="edge", edgecolor="white")
     axes.set_xlabel("flow magnitude (px)")
@@ -186,6 +203,6 @@ def plot_histogram(stats: SetStatistics, path: str | Path) -> None:
     axes.set_title(f"{Path(stats.folder).name}: {stats.num_samples} samples, {stats.width}x{stats.height}")
     figure.tight_layout()
     try:
-        atomic_write_png(Path(path), figure)
+        save_png(figure, Path(path))
     except OSError as error:
         raise DflowgenError(f"cannot write plot {path}: {error.strerror or error} (choose another --plot path)") from None

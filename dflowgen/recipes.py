@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 from dflowgen.errors import DflowgenError
 from dflowgen.fields import check_positive, nested
 from dflowgen.optimize.config import OptimizeConfig
+from dflowgen.benchmark.config import BenchmarkConfig
 from dflowgen.reproduce.config import ReproduceConfig
 from dflowgen.search.config import SearchConfig
 from dflowgen.render.config import RenderConfig
@@ -190,7 +191,7 @@ class GenerateConfig:
 @dataclasses.dataclass(frozen=True)
 class Recipe:
     """A whole recipe: what to render, how to store it, how to optimise it against proxies, how to train on it,
-    and how to search its ``[render]`` ranges."""
+    how to search its ``[render]`` ranges, and the experiments built on them (``[reproduce]``, ``[benchmark]``)."""
 
     name: str = "default"
     render: RenderConfig = nested(RenderConfig)
@@ -199,6 +200,7 @@ class Recipe:
     train: TrainConfig = nested(TrainConfig)
     search: SearchConfig = nested(SearchConfig)
     reproduce: ReproduceConfig = nested(ReproduceConfig)
+    benchmark: BenchmarkConfig = nested(BenchmarkConfig)
 
 
 def recipe_dirs() -> list[Path]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -79,3 +81,29 @@ def test_training_mode_is_restored_and_unlabelled_data_is_refused():
     unlabelled = FlowPair(np.zeros((8, 8, 3), np.uint8), np.zeros((8, 8, 3), np.uint8), None, None, "frames/0")
     with pytest.raises(DflowgenError, match="no ground-truth flow"):
         evaluate(model, [unlabelled], iters=1)
+
+
+def test_eval_cli_scale_resizes_pairs_before_measuring(tmp_path):
+    """``eval --scale 0.5`` measures at half size: each pair's pixel count is a quarter, flow halved."""
+    from click.testing import CliRunner
+    from test_reproduce import write_tiny_sintel
+
+    from dflowgen.cli import cli
+    from dflowgen.weights import resolve_weights
+
+    write_tiny_sintel(tmp_path / "sintel")
+    checkpoint = str(resolve_weights("demo-base"))
+    spec = f"sintel:{tmp_path / 'sintel'}:final:scenes=gamma"
+    figures = {}
+    for scale in ("1", "0.5"):
+        out = tmp_path / f"scale-{scale}.json"
+        result = CliRunner().invoke(cli, ["eval", "--ckpt", checkpoint, "--data", spec, "--iters", "2",
+                                          "--scale", scale, "--json", str(out), "--quiet"])
+        assert result.exit_code == 0, result.output
+        report = json.loads(out.read_text())
+        assert report["scale"] == float(scale)
+        figures[scale] = report["datasets"][0]["pairs"][0]
+    assert figures["1"]["pixels"] == 96 * 128 and figures["0.5"]["pixels"] == 48 * 64
+    assert figures["0.5"]["epe"] != figures["1"]["epe"]
+    refused = CliRunner().invoke(cli, ["eval", "--ckpt", checkpoint, "--data", spec, "--scale", "0"])
+    assert refused.exit_code == 2 and "--scale" in refused.output

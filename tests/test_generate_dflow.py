@@ -96,7 +96,9 @@ def digests(folder: Path) -> dict[str, str]:
 
 
 def column(folder: Path, name: str) -> np.ndarray:
-    return np.concatenate([h5py.File(path, "r")[f"meta/{name}"][:] for path in shard_files(folder).values()])
+    """A meta column over the set's shards (a shard whose every sample was dropped holds none)."""
+    shards = [h5py.File(path, "r") for path in shard_files(folder).values()]
+    return np.concatenate([shard[f"meta/{name}"][:] for shard in shards if shard.attrs["num_samples"] > 0])
 
 
 def test_every_sample_records_its_losses_alpha_updates_and_params(reference):

@@ -28,9 +28,11 @@ def write_constant_flow_set(folder):
             flow = np.broadcast_to(np.stack([3.0 * index, 4.0 * index], axis=1)[:, None, None, :], (n, H, W, 2))
             valid = np.zeros((n, H, W), np.uint8)
             valid[:, :, : W // 2] = 1
+            occ = np.zeros((n, H, W), np.uint8)
+            occ[:, : H // 2] = 1  # a quarter of the pixels, half of the valid ones
             writer.append(SampleBatch(
                 img1=np.zeros((n, H, W, 3), np.uint8), img2=np.zeros((n, H, W, 3), np.uint8),
-                flow=flow.astype(np.float32), valid=valid, params={},
+                flow=flow.astype(np.float32), valid=valid, occ=occ, params={},
                 meta={"index": index, "effect_fog": (index % 2 == 0).astype(np.uint8),
                       "effect_blur": np.zeros(n, np.uint8)},
             ))
@@ -43,6 +45,7 @@ def test_statistics_match_the_known_flows(tmp_path):
     assert (stats.num_samples, stats.num_shards, stats.planned_shards, stats.complete) == (5, 3, 3, True)
     assert (stats.width, stats.height) == (W, H)
     assert stats.valid_fraction == pytest.approx(0.5)
+    assert stats.occluded_fraction == pytest.approx(0.5)
     assert stats.flow_mean == pytest.approx(np.mean([0, 5, 10, 15, 20]))
     assert stats.flow_max == pytest.approx(20)
     assert stats.effects == {"blur": 0.0, "fog": pytest.approx(3 / 5)}

@@ -62,8 +62,15 @@ def draw(config: CopyAugmentConfig, indices=(0, 1), copies: int = 4, seed: int =
     return draw_copy_transforms(generators, copies, (WIDTH, HEIGHT), config)
 
 
+def lands_inside(flow: torch.Tensor) -> torch.Tensor:
+    """``n×1×H×W`` 0/1: where ``p + flow(p)`` lies inside the frame (a backward warp can check only there)."""
+    ys, xs = pixel_grid(HEIGHT, WIDTH, flow.dtype)
+    land_x, land_y = xs + flow[:, 0], ys + flow[:, 1]
+    return ((land_x >= 0) & (land_x <= WIDTH - 1) & (land_y >= 0) & (land_y <= HEIGHT - 1))[:, None].float()
+
+
 def warp_error(copies, flow: torch.Tensor) -> torch.Tensor:
-    mask = copies.valid
+    mask = copies.valid * lands_inside(copies.flow)
     return ((backward_warp(copies.img2, flow) - copies.img1).abs() * mask).sum() / (3 * mask.sum())
 
 
@@ -84,15 +91,19 @@ def test_copied_flow_is_exact(config):
     assert warp_error(copies, raw_flow) > 20 * error
 
 
-def test_flow_landing_outside_the_copy_is_invalid():
-    img1, img2, flow, valid = scene(batch=1)
-    copies = augment_copies(img1, img2, flow, valid, draw(STRONG, indices=(3,), copies=6))
-    xs = torch.arange(WIDTH, dtype=torch.float32)
-    ys = torch.arange(HEIGHT, dtype=torch.float32)[:, None]
-    land_x, land_y = xs + copies.flow[:, 0], ys + copies.flow[:, 1]
-    outside = (land_x < -0.01) | (land_x > WIDTH - 0.99) | (land_y < -0.01) | (land_y > HEIGHT - 0.99)
+def test_flow_landing_outside_the_copy_keeps_its_label():
+    img1, img2, flow, _ = scene(batch=1)
+    labelled = torch.ones_like(flow[:, :1])
+    copies = augment_copies(img1, img2, flow, labelled, draw(STRONG, indices=(3,), copies=6))
+    outside = lands_inside(copies.flow)[:, 0] == 0
     assert outside.any()
-    assert (copies.valid[:, 0][outside] == 0).all()
+    assert (copies.valid[:, 0][outside] == 1).all()
+    # Only a read that touches an unlabelled pixel loses the label.
+    holed = labelled.clone()
+    holed[..., 20:24, 30:34] = 0
+    assert augment_copies(img1, img2, flow, holed, draw(NO_AUGMENTATION, indices=(3,), copies=1)).valid.sum() == (
+        HEIGHT * WIDTH - 16
+    )
 
 
 def test_no_augmentation_is_the_identity():

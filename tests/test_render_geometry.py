@@ -93,13 +93,44 @@ def test_an_anchor_translation_moves_every_layer_with_the_same_flow(bank):
     params.anchor_translation[:] = torch.tensor([4.0, -3.0])
     out = render(params, bank, config)
 
-    valid = out.valid[:, 0] > 0
+    valid, occ = out.valid[:, 0] > 0, out.occ[:, 0] > 0
     assert (out.flow.permute(0, 2, 3, 1)[valid] - torch.tensor([4.0, -3.0])).abs().max() < 1e-4
-    # Every layer moves alike: nothing is occluded, only mixed edges and pixels that leave are invalid.
-    assert valid[:, 3:, :-4].float().mean() > 0.8
-    assert not valid[:, :3].any() and not valid[:, :, -4:].any()
+    # Every layer moves alike: nothing is hidden, only mixed edges and pixels that leave are occ.
+    assert valid.float().mean() > 0.99
+    assert occ[:, :3].all() and occ[:, :, -4:].all()
+    assert (~occ[:, 3:, :-4]).float().mean() > 0.8
     predicted = backward_warp(out.img2, out.flow)
-    assert (predicted - out.img1).abs().permute(0, 2, 3, 1)[valid].max() < 1e-3
+    assert (predicted - out.img1).abs().permute(0, 2, 3, 1)[~occ].max() < 1e-3
+
+
+def test_a_layer_that_leaves_the_frame_keeps_its_label(bank):
+    config = tiny_config()
+    params = still_anchor(sample_params(config, bank, seed=5, indices=[0, 1]))
+    params.anchor_translation[:] = torch.tensor([10.0, 0.0])
+    out = render(params, bank, config)
+    leaving = torch.zeros(2, 48, 64, dtype=torch.bool)
+    leaving[:, :, 64 - 10 :] = True  # x + 10 > 63: outside frame 2
+    assert bool(out.valid[:, 0][leaving].all()), "points that leave frame 2 must keep their flow label"
+    assert bool((out.occ[:, 0][leaving] == 1).all()), "and be marked as leaving (occ)"
+    flow = out.flow.permute(0, 2, 3, 1)[leaving]
+    assert (flow - torch.tensor([10.0, 0.0])).abs().max() < 1e-4
+
+
+def test_a_layer_that_slides_behind_another_keeps_its_own_motion(bank):
+    config = tiny_config(num_layers=(2, 2), object_size=(0.7, 0.9))
+    params = still_anchor(sample_params(config, bank, seed=1, indices=range(4)))
+    # The lower foreground (slot 1) slides right under the upper one (slot 2), which stays still.
+    params.flow_translation[:, 1] = torch.tensor([6.0, 0.0])
+    out = render(params, bank, config)
+    valid, occ = out.valid[:, 0] > 0, out.occ[:, 0] > 0
+    flow = out.flow.permute(0, 2, 3, 1)
+    sliding = (flow - torch.tensor([6.0, 0.0])).abs().amax(dim=-1) < 1e-4
+    still = flow.abs().amax(dim=-1) < 1e-4
+    assert bool((sliding | still)[valid].all()), "every labelled pixel has its own layer's motion, 0 or (6, 0)"
+    xs = torch.arange(64)
+    hidden = sliding & occ & valid & (xs + 6 <= 63)  # inside frame 2, yet not seen there: behind the still layer
+    assert hidden.sum() > 50, "the sliding layer must be labelled where it goes behind the still one"
+    assert valid.float().mean() > 0.97
 
 
 @pytest.mark.parametrize(
@@ -117,26 +148,27 @@ def test_backward_warping_frame_2_by_the_flow_reproduces_frame_1(request, bank_n
     config = tiny_config()
     params = sample_params(config, bank, seed=11, indices=range(6))
     out = render(params, bank, config)
-    valid = out.valid[:, 0] > 0
-    assert valid.float().mean() > 0.5
+    seen = (out.valid[:, 0] > 0) & (out.occ[:, 0] == 0)
+    assert seen.float().mean() > 0.5
 
-    error = (backward_warp(out.img2, out.flow) - out.img1).abs().mean(dim=1)[valid]
+    error = (backward_warp(out.img2, out.flow) - out.img1).abs().mean(dim=1)[seen]
     assert error.mean() < mean_bound
     assert error.max() < max_bound
     # A flow half a pixel off must do clearly worse, or this test could not fail.
-    shifted = (backward_warp(out.img2, out.flow + 0.5) - out.img1).abs().mean(dim=1)[valid]
+    shifted = (backward_warp(out.img2, out.flow + 0.5) - out.img1).abs().mean(dim=1)[seen]
     assert shifted.mean() > 2 * error.mean()
 
 
-def test_occluded_and_outgoing_pixels_are_not_valid(bank):
+def test_occ_marks_where_frame_2_does_not_show_the_point(bank):
     config = tiny_config(layer_translation=(-10.0, 10.0))
     params = sample_params(config, bank, seed=2, indices=range(4))
     out = render(params, bank, config)
-    invalid = out.valid[:, 0] == 0
-    # The invalid set is where backward warping fails: mean error there is much larger.
+    occ = out.occ[:, 0] > 0
+    # Almost every pixel is labelled, and the occluded set is where backward warping fails.
+    assert out.valid.mean() > 0.97
     error = (backward_warp(out.img2, out.flow) - out.img1).abs().mean(dim=1)
-    assert invalid.any()
-    assert error[invalid].mean() > 3 * error[~invalid].mean()
+    assert occ.any()
+    assert error[occ].mean() > 3 * error[~occ].mean()
 
 
 def test_culling_blocks_changes_nothing(bank, monkeypatch):
@@ -145,7 +177,7 @@ def test_culling_blocks_changes_nothing(bank, monkeypatch):
     culled = render(params, bank, config)
     monkeypatch.setattr(BlockGrid, "covered", lambda self, corners, slack, extent: torch.ones(corners.shape[0], self.per_sample, dtype=torch.bool))
     everything = render(params, bank, config)
-    for name in ("img1", "img2", "flow", "valid"):
+    for name in ("img1", "img2", "flow", "valid", "occ"):
         assert torch.allclose(getattr(culled, name), getattr(everything, name), atol=1e-5), name
 
 
@@ -161,7 +193,7 @@ def test_effects_change_pixels_but_not_the_flow(bank):
     )
     with_effects, without = render(params, bank, config), render(plain, bank, config)
     assert torch.equal(with_effects.flow, without.flow)
-    assert torch.equal(with_effects.valid, without.valid)
+    assert torch.equal(with_effects.valid, without.valid) and torch.equal(with_effects.occ, without.occ)
     assert (with_effects.img1 - without.img1).abs().mean() > 0.01
     assert with_effects.effects["fog"].tolist() == [1.0, 1.0, 1.0]
     assert without.effects["blur"].tolist() == [0.0, 0.0, 0.0]
@@ -171,10 +203,10 @@ def test_alpha_composition_renders_consistent_pairs(bank):
     config = tiny_config(composition="alpha")
     params = sample_params(config, bank, seed=11, indices=range(4))
     out = render(params, bank, config)
-    valid = out.valid[:, 0] > 0
-    assert valid.float().mean() > 0.4
+    seen = (out.valid[:, 0] > 0) & (out.occ[:, 0] == 0)
+    assert out.valid.mean() > 0.97 and seen.float().mean() > 0.4
     assert 0.0 <= float(out.img1.min()) and float(out.img1.max()) <= 1.0
-    error = (backward_warp(out.img2, out.flow) - out.img1).abs().mean(dim=1)[valid]
+    error = (backward_warp(out.img2, out.flow) - out.img1).abs().mean(dim=1)[seen]
     assert error.mean() < 0.012
     softmax = render(params, bank, dataclasses.replace(config, composition="softmax"))
     assert not torch.allclose(softmax.img1, out.img1)

@@ -20,11 +20,14 @@ from PIL import Image
 from test_generate_dflow import TINY_RENDER
 
 import dflowgen.reproduce.pipeline as pipeline
+import dflowgen.reproduce.report as pipeline_report
+import dflowgen.reproduce.stages as stages
 from dflowgen.cli import cli
 from dflowgen.errors import DflowgenError
 from dflowgen.flow.io import write_flo
 from dflowgen.recipes import load_recipe, parse_recipe, with_overrides
-from dflowgen.reproduce.data import ScaledPairs, SintelSplit, data_root
+from dflowgen.data.scaled import ScaledPairs
+from dflowgen.reproduce.data import SintelSplit, data_root
 from dflowgen.reproduce.pipeline import run_reproduction
 
 SCENES = {"alpha": ("clean", "final"), "beta": ("final",), "gamma": ("final",)}
@@ -86,7 +89,18 @@ MICRO = 'name = "reproduce-micro"\n' + TINY_RENDER + textwrap.dedent(
     num_samples = 4
     sets = ["random", "dflow"]
     init = "demo-base"
+    base_samples = 4
+    base_seed = 100
     seeds = [0, 1]
+    [reproduce.base]
+    model = "raft-small"
+    num_steps = 2
+    batch_size = 2
+    crop_size = [48, 64]
+    iters = 2
+    log_every = 1
+    checkpoint_every = 2
+    num_workers = 0
     [reproduce.proxy]
     model = "raft-small"
     num_steps = 2
@@ -129,22 +143,35 @@ def finished(tmp_path_factory, micro):
 
 def test_micro_reproduction_writes_table_results_and_plots(finished):
     out, summary, lines = finished
-    assert len(lines) == 13 and lines[0].startswith("[1/13] target proxy")  # 1 proxy, 2 sets, 4 runs, 6 evaluations
-    assert not summary.stages_skipped and len(summary.stages_run) == 13
+    # base set and base, 1 proxy, 2 sets, 4 runs, 7 evaluations (initialisation, base, proxy, 4 runs)
+    assert len(lines) == 16 and lines[0].startswith("[1/16] base set: render 4 samples")
+    assert lines[1].startswith("[2/16] base: train raft-small from demo-base.pth on the 4 base samples")
+    assert not summary.stages_skipped and len(summary.stages_run) == 16
     table = (out / "table.md").read_text()
     assert table == summary.table
     header = next(line for line in table.splitlines() if line.startswith("| data"))
     assert header == "| data | samples | steps × batch | seeds | held-out AEPE | proxy scenes AEPE |"
-    rows = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith("| data")]
+    rows = table.split("\n| data")[1].split("\n\n")[0].splitlines()[2:]
     assert [row.split(" | ")[0] for row in rows] == [
-        "| initialisation (demo-base.pth, not trained)", "| target proxy (fine-tuned on the proxy scenes)",
-        "| random", "| dflow"]
-    assert rows[2].split(" | ")[1:4] == ["4", "2 × 2", "2"] and "±" in rows[2]
+        "| initialisation (demo-base.pth, not trained)", "| base (trained on the base dataset; every row starts here)",
+        "| target proxy (the base fine-tuned on the proxy scenes)", "| random", "| dflow"]
+    assert rows[1].split(" | ")[1:3] == ["4", "2 × 2"]
+    assert rows[3].split(" | ")[1:4] == ["4", "2 × 2", "2"] and "±" in rows[3]
+    assert "## Checks" in table and "target proxy on the held-out scenes" in table
+    assert "dflow − random, held-out pair by pair" in table and "| final/gamma/frame_0001 |" in table
+    assert "target proxy on the proxy scenes:" in table
 
     results = json.loads((out / "results.json").read_text())
     assert results == json.loads(json.dumps(summary.results))
     by_name = {row["data"]: row for row in results["rows"]}
-    assert list(by_name) == ["initialisation", "target proxy", "random", "dflow"]
+    assert list(by_name) == ["initialisation", "base", "target proxy", "random", "dflow"]
+    checks = results["checks"]
+    base_aepe = by_name["base"]["aepe"]["held-out"]["mean"]
+    for name in ("random", "dflow"):
+        row = checks["rows"][name]
+        assert row["start"] == base_aepe and row["beats_start"] == (row["aepe"] < base_aepe)
+    assert checks["void"] == (not all(row["beats_start"] for row in checks["rows"].values()))
+    assert ("comparison is void" in table) == checks["void"]
     for name in ("random", "dflow"):
         held_out = by_name[name]["aepe"]["held-out"]
         assert len(held_out["per_seed"]) == 2 and held_out["mean"] == pytest.approx(np.mean(held_out["per_seed"]))
@@ -154,9 +181,30 @@ def test_micro_reproduction_writes_table_results_and_plots(finished):
     assert results["evaluation"]["frame_size"] == [64, 48]
     assert [c["row"] for c in results["comparisons"]] == ["dflow", "dflow"]
     assert results["sets"]["dflow"]["statistics"]["losses"]["target_loss_final"] > 0
+    assert results["sets"]["dflow"]["statistics"]["valid_fraction"] > 0.97
     for plot in ("training-curves.png", "flow-magnitude.png", "aepe.png"):
         assert (out / "plots" / plot).stat().st_size > 1000
-    assert (out / "proxy" / "target-proxy.pth").is_file()
+    for path in ("proxy/target-proxy.pth", "base/base.pth", "runs/dflow/seed-1/last.pth"):
+        assert (out / path).is_file(), path
+    assert results["base_set"]["samples"] == 4
+
+
+def test_the_difference_is_shown_per_pair_and_with_each_pair_left_out():
+    def pairs(*epes):
+        return [{"name": f"p{k}", "epe": epe, "pixels": 100 * (k + 1)} for k, epe in enumerate(epes)]
+
+    assert pipeline_report.pooled_epe(pairs(1.0, 4.0)) == pytest.approx((100 + 800) / 300)
+    assert pipeline_report.pooled_epe(pairs(1.0, 4.0), leave_out="p1") == pytest.approx(1.0)
+    # One pair carries the whole gain: leaving it out flips the sign.
+    row = {"evaluations": {"0": {"held-out": {"pairs": pairs(1.0, 2.1, 3.1)}},
+                           "1": {"held-out": {"pairs": pairs(1.0, 2.1, 3.1)}}}}
+    other = {"evaluations": {"0": {"held-out": {"pairs": pairs(3.0, 2.0, 3.0)}},
+                             "1": {"held-out": {"pairs": pairs(3.0, 2.0, 3.0)}}}}
+    detail = pipeline_report.per_pair(row, other)
+    assert detail["pairs"]["p0"]["difference"] == pytest.approx(-2.0)
+    assert detail["rests_on_one_pair"] and detail["sign_flips_without"] == ["p0"]
+    steady = {"evaluations": {"0": {"held-out": {"pairs": pairs(2.9, 1.9, 2.9)}}}}
+    assert not pipeline_report.per_pair(steady, other)["rests_on_one_pair"]
 
 
 def test_the_trained_networks_differ_by_seed_and_set(finished):
@@ -172,11 +220,12 @@ def test_a_second_run_skips_every_stage(finished, micro, monkeypatch):
     def must_not_run(*args, **kwargs):
         raise AssertionError("a finished stage ran again")
 
-    for name in ("train", "generate_set", "evaluate", "export_weights", "load_proxies"):
+    for name in ("generate_set", "evaluate", "export_weights", "load_proxies"):
         monkeypatch.setattr(pipeline, name, must_not_run)
+    monkeypatch.setattr(stages, "train", must_not_run)
     lines: list[str] = []
     again = run_reproduction(micro, out, device="cpu", quiet=True, echo=lines.append)
-    assert again.stages_run == [] and len(again.stages_skipped) == 13
+    assert again.stages_run == [] and len(again.stages_skipped) == 16
     assert all(line.endswith("done earlier, skipped") for line in lines)
     assert again.table == first.table
 
@@ -194,8 +243,8 @@ def test_an_interrupted_stage_resumes_where_it_stopped(finished, micro, monkeypa
     (run_dir / "step_0000002.pth").unlink()
     shutil.copyfile(run_dir / "step_0000001.pth", run_dir / "last.pth")
     resumed_from = []
-    original_train = pipeline.train
-    monkeypatch.setattr(pipeline, "train", lambda *args, **kwargs: resumed_from.append(kwargs["resume"])
+    original_train = stages.train
+    monkeypatch.setattr(stages, "train", lambda *args, **kwargs: resumed_from.append(kwargs["resume"])
                         or original_train(*args, **kwargs))
     monkeypatch.setattr(pipeline, "evaluate", lambda *args, **kwargs: pytest.fail("evaluated again"))
     again = run_reproduction(micro, out, device="cpu", quiet=True)
@@ -208,7 +257,7 @@ def test_an_interrupted_stage_resumes_where_it_stopped(finished, micro, monkeypa
 
 def test_changed_settings_are_refused_not_mixed(finished, micro, monkeypatch):
     out, _, _ = finished
-    monkeypatch.setattr(pipeline, "train", lambda *args, **kwargs: pytest.fail("trained with stale settings"))
+    monkeypatch.setattr(stages, "train", lambda *args, **kwargs: pytest.fail("trained with stale settings"))
     with pytest.raises(DflowgenError, match=r"stage 'train-random-seed0' done with other settings "
                                             r"\(train\.num_steps: 2 -> 3\); choose another --out"):
         run_reproduction(with_overrides(micro, {"train.num_steps": 3}), out, device="cpu", quiet=True)
@@ -228,6 +277,9 @@ def test_scaled_pairs_resize_images_flow_and_valid(data):
     ({"reproduce.data_root": "/nonexistent/data"}, r"^data root /nonexistent/data not found \(reproduce\.data_root\)"),
     ({"reproduce.sintel": "missing"}, r"^Sintel folder .*missing not found"),
     ({"reproduce.init": "no-such-weights"}, r"^checkpoint not found: 'no-such-weights'.*nor is it a file under"),
+    ({"reproduce.init": "", "reproduce.base_samples": 0}, r"^reproduce\.init names no network and .* is 0"),
+    ({"reproduce.base_seed": 3}, r"^reproduce\.base_seed equals generate\.seed \(3\)"),
+    ({"reproduce.base.model": "raft"}, r"^the base, its fine-tuned target proxy and the proxies must be one architecture"),
 ])
 def test_bad_inputs_are_one_line_errors(micro, tmp_path, override, message):
     with pytest.raises(DflowgenError, match=message) as caught:

@@ -28,7 +28,7 @@ def test_lambda_holds_every_range_and_probability_of_the_render_config():
     for name in ("num_layers", "object_size", "layer_translation", "fog_density", "blur_sigma_y", "fog_prob",
                  "blur_layer_prob", "white_balance_prob"):
         assert f"render.{name}" in keys
-    for name in ("width", "height", "canvas_margin", "grid_size", "composition", "splat_c", "valid_min_weight",
+    for name in ("width", "height", "canvas_margin", "grid_size", "composition", "splat_c", "visible_min_weight",
                  "fog_octaves", "blur_kernel_size", "fog_color_grid"):
         assert f"render.{name}" not in keys
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from dflowgen.data.shards import (
     sync_manifest,
     verify_shards,
 )
+from dflowgen.inspect import set_statistics
 
 H, W = 12, 16
 
@@ -38,6 +40,7 @@ def synthetic_batch(indices: range) -> SampleBatch:
         img2=np.stack([rng.integers(0, 256, (H, W, 3), dtype=np.uint8) for rng in rngs]),
         flow=np.stack([rng.normal(0, 5, (H, W, 2)).astype(np.float32) for rng in rngs]),
         valid=np.stack([(rng.random((H, W)) > 0.1).astype(np.uint8) for rng in rngs]),
+        occ=np.stack([(rng.random((H, W)) > 0.7).astype(np.uint8) for rng in rngs]),
         params={
             "translation": np.stack([rng.normal(size=(9, 2)).astype(np.float32) for rng in rngs]),
             "num_layers": index % 3 + 1,
@@ -81,6 +84,7 @@ def test_roundtrip_through_shard_dataset(tmp_path):
         np.testing.assert_array_equal(pair.img2, expected.img2[index])
         np.testing.assert_array_equal(pair.flow, expected.flow[index])
         np.testing.assert_array_equal(pair.valid, expected.valid[index].astype(bool))
+        np.testing.assert_array_equal(pair.occ, expected.occ[index].astype(bool))
         assert pair.flow.dtype == np.float32 and pair.valid.dtype == bool and pair.img1.dtype == np.uint8
         assert pair.name == f"sample-{index:07d}"
         params = dataset.params(index)
@@ -96,6 +100,18 @@ def test_roundtrip_through_shard_dataset(tmp_path):
         assert shard["flow"].chunks == (1, H, W, 2) and shard["flow"].compression == "gzip"
         assert shard.attrs["first_sample"] == 3 and shard.attrs["recipe"] == header.recipe
         assert ShardSetHeader.from_mapping(shard.attrs) == header
+
+
+def test_format_1_shards_still_read_with_their_old_meaning(tmp_path):
+    """Format 1 had no ``occ`` (its ``valid`` left occluded points out): read as it is, ``occ`` None."""
+    header = dataclasses.replace(make_header(num_samples=2), format_version=1)
+    write_set(tmp_path, header)
+    with h5py.File(tmp_path / shard_name(0), "r+") as shard:
+        del shard["occ"]
+    pair = ShardDataset(tmp_path)[1]
+    assert pair.occ is None
+    np.testing.assert_array_equal(pair.valid, synthetic_batch(range(2)).valid[1].astype(bool))
+    assert set_statistics(tmp_path).occluded_fraction is None
 
 
 def test_float16_flow_is_stored_as_float16_and_read_as_float32(tmp_path):

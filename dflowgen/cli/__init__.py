@@ -67,3 +67,4 @@ from dflowgen.cli import generate as _generate, inspect as _inspect, verify as _
 from dflowgen.cli import search as _search  # noqa: E402,F401
 from dflowgen.cli import proxy as _proxy  # noqa: E402,F401
 from dflowgen.cli import reproduce as _reproduce  # noqa: E402,F401
+from dflowgen.cli import benchmark as _benchmark  # noqa: E402,F401

@@ -10,11 +10,12 @@ import click
 
 from dflowgen.cli import cli
 from dflowgen.files import atomic_write_bytes
+from dflowgen.data.scaled import ScaledPairs
 from dflowgen.data.spec import SPEC_HELP, open_spec
 from dflowgen.errors import DflowgenError
 from dflowgen.evaluate import EvalResult, evaluate
 from dflowgen.models.raft import MODEL_NAMES, load_raft
-from dflowgen.train.distributed import DistContext, resolve_device
+from dflowgen.devices import resolve_device
 
 # (result key, column title); every column is 8 characters wide.
 _COLUMNS = (("epe", "EPE"), ("epe_pixels", "EPE/px"), ("1px", "<1px%"), ("3px", "<3px%"), ("5px", "<5px%"),
@@ -53,23 +54,31 @@ def format_table(results: list[tuple[str, EvalResult]], per_pair: bool) -> str:
 @click.option("--valid-only", "valid_only", is_flag=True,
               help="On dense sets, measure only pixels their valid masks mark (e.g. Sintel's invalid/ masks); "
                    "default: every pixel, as the official protocol. Sparse sets (KITTI, HD1K) always use their masks.")
+@click.option("--scale", type=click.FloatRange(min=0.0, max=1.0, min_open=True), default=1.0, show_default=True,
+              help="Resize every pair (frames, flow and valid mask) by this factor first and measure at that size, "
+                   "e.g. 0.3125 for networks trained on 160×128 renders (reproduce-mini).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def eval_command(ckpt: Path, data_specs: tuple[str, ...], iters: int, model: str | None, json_path: Path | None,
-                 device: str | None, per_pair: bool, valid_only: bool, quiet: bool) -> None:
+                 device: str | None, per_pair: bool, valid_only: bool, scale: float, quiet: bool) -> None:
     """Evaluate CKPT on each data SPEC: end-point error (mean over pairs, and over pixels), the
     percentage of pixels within 1/3/5 px, and KITTI's Fl-all. Images are padded to a multiple of 8
     like the official evaluation (centred; KITTI-style bottom padding for sparse sets)."""
-    torch_device = resolve_device(device, DistContext())
+    torch_device = resolve_device(device)
     network = load_raft(ckpt, model_name=model, map_location=torch_device)
     opened = [open_spec(spec) for spec in data_specs]
+    sparse = [spec for spec, data in zip(data_specs, opened) if data.sparse]
+    if scale != 1.0 and sparse:
+        raise DflowgenError(f"--scale resizes dense flow only; {sparse[0]} is sparse (its valid points cannot be "
+                            "interpolated): evaluate it at full size")
     results = []
     for spec, data in zip(data_specs, opened):
-        result = evaluate(network, data.dataset, iters, all_pixels=not data.sparse and not valid_only,
+        dataset = ScaledPairs(data.dataset, scale) if scale != 1.0 else data.dataset
+        result = evaluate(network, dataset, iters, all_pixels=not data.sparse and not valid_only,
                           pad_mode="kitti" if data.sparse else "sintel", progress=not quiet, desc=spec)
         results.append((spec, result))
     click.echo(format_table(results, per_pair))
     if json_path is not None:
-        report = {"checkpoint": str(ckpt), "model": network.model_name, "iters": iters,
+        report = {"checkpoint": str(ckpt), "model": network.model_name, "iters": iters, "scale": scale,
                   "datasets": [{"spec": spec, **result.to_dict()} for spec, result in results]}
         try:
             atomic_write_bytes(json_path, (json.dumps(report, indent=1) + "\n").encode())

@@ -13,6 +13,8 @@ class FlowPair(NamedTuple):
     img1, img2: H×W×3 uint8 RGB. flow: H×W×2 float32 (x, y) from img1 to img2, or None
     when unlabelled. valid: H×W bool (True where flow is defined), or None when all of
     ``flow`` is valid or there is no flow. name: a stable identifier ("alley_1/frame_0002").
+    occ: H×W bool (True where the point is hidden in img2 or leaves it), or None when
+    unknown.
     """
 
     img1: np.ndarray
@@ -20,3 +22,4 @@ class FlowPair(NamedTuple):
     flow: np.ndarray | None
     valid: np.ndarray | None
     name: str
+    occ: np.ndarray | None = None

@@ -41,13 +41,18 @@ def _shard_sizes(folder: Path) -> list[tuple[Path, int]]:
 
 
 def read_pair(shard: h5py.File, row: int) -> FlowPair:
-    """Sample ``row`` of an open shard (reads one chunk of each array)."""
+    """Sample ``row`` of an open shard (reads one chunk of each array).
+
+    ``occ`` is None for format-1 shards, which had none (their ``valid`` excludes occluded points).
+    """
+    occ = shard.get("occ")
     return FlowPair(
         img1=shard["img1"][row],
         img2=shard["img2"][row],
         flow=shard["flow"][row].astype(np.float32, copy=False),
         valid=shard["valid"][row].astype(bool),
         name=f"sample-{int(shard['meta/index'][row]):07d}",
+        occ=None if occ is None else occ[row].astype(bool),
     )
 
 

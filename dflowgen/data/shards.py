@@ -10,8 +10,13 @@ and lists the complete shards with their sample counts, byte sizes and sha256.
 Layout of one shard (``n`` samples of H×W; plain h5py reads it):
 
 - ``img1``, ``img2``: n×H×W×3 uint8; ``flow``: n×H×W×2 float32 or float16 (img1→img2,
-  pixels); ``valid``: n×H×W uint8 (1 where the flow is defined). One chunk per sample,
-  gzip (level 1) with shuffle.
+  pixels); ``valid``: n×H×W uint8 (1 where the flow is defined); ``occ``: n×H×W uint8 (1
+  where the point is hidden in img2 or leaves it). One chunk per sample, gzip (level 1)
+  with shuffle.
+
+Format versions: 2 labels every pixel a layer holds (``valid`` ≈ all, ``occ`` says which
+points img2 does not show). Version 1 had no ``occ`` and marked occluded and outgoing
+points invalid; such shards still read, with that meaning and ``occ`` None.
 - ``params/<name>``: the sample's scene parameters θ (``SceneParams.to_numpy()``).
 - ``meta/<name>``: per-sample columns: ``index`` (global sample index), ``seed`` (its
   generator's seed), ``effect_<name>`` (1 where the effect was applied), ...
@@ -43,17 +48,17 @@ from dflowgen import __version__
 from dflowgen.errors import DflowgenError
 from dflowgen.files import atomic_write_bytes, file_sha256
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 MANIFEST_NAME = "manifest.json"
 _LOCK_NAME = ".manifest.lock"
 _SHARD_NAME = re.compile(r"^shard-(\d{5,})\.h5$")
 # The HDF5 file format is pinned (oldest readers, 1.10 features) so that a newer HDF5
 # library writes the same bytes; together with track_times=False this makes shards reproducible.
 _LIBVER = ("earliest", "v110")
-# The images, flow and valid mask get one compressed chunk per sample, so a reader
-# touches only the samples it reads. gzip level 1 with byte shuffling: lzf is faster but
+# The images, flow, valid and occlusion masks get one compressed chunk per sample, so a
+# reader touches only the samples it reads. gzip level 1 with byte shuffling: lzf is faster but
 # its output depends on uninitialised memory, which would break reproducible shards.
-_SAMPLE_ARRAYS = ("img1", "img2", "flow", "valid")
+_SAMPLE_ARRAYS = ("img1", "img2", "flow", "valid", "occ")
 _COMPRESSION = {"compression": "gzip", "compression_opts": 1, "shuffle": True}
 # Other per-sample arrays (θ) at least this large get an uncompressed chunk per sample
 # (the largest, texture noise, is random and does not compress); smaller columns
@@ -130,7 +135,7 @@ class ShardEntry:
 class SampleBatch(NamedTuple):
     """B samples ready to store (numpy, file conventions).
 
-    img1, img2: B×H×W×3 uint8. flow: B×H×W×2 float. valid: B×H×W uint8/bool.
+    img1, img2: B×H×W×3 uint8. flow: B×H×W×2 float. valid, occ: B×H×W uint8/bool.
     params: θ arrays with leading dim B. meta: per-sample columns with leading dim B.
     """
 
@@ -138,6 +143,7 @@ class SampleBatch(NamedTuple):
     img2: np.ndarray
     flow: np.ndarray
     valid: np.ndarray
+    occ: np.ndarray
     params: dict[str, np.ndarray]
     meta: dict[str, np.ndarray]
 
@@ -180,6 +186,7 @@ class ShardWriter:
             "img2": batch.img2,
             "flow": batch.flow.astype(self.header.flow_dtype, copy=False),
             "valid": batch.valid.astype(np.uint8, copy=False),
+            "occ": batch.occ.astype(np.uint8, copy=False),
             **{f"params/{name}": value for name, value in batch.params.items()},
             **{f"meta/{name}": value for name, value in batch.meta.items()},
         }

@@ -11,9 +11,9 @@ at ``x`` in frame 1 moves to ``x + F(x)`` in frame 2, which the copy shows at
 ``x`` with each component divided by ``a``: scaled by the axis' zoom and negated by a flip.
 All of it is one affine ``grid_sample`` over the stacked images, flow and valid mask.
 
-A copy pixel is valid where every rendered pixel its bilinear read touches is valid and
-its flow lands inside the copy's frame 2 (the renderer's own definition of valid, applied
-to the copy). Colour jitter is applied with the same factors to both frames, with the
+A copy pixel is valid where every rendered pixel its bilinear read touches is valid: like
+the renderer's labels, a copy's flow is kept where its point is hidden or leaves the copy's
+frame 2. Colour jitter is applied with the same factors to both frames, with the
 contrast mean taken over the two frames together (RAFT's symmetric jitter).
 """
 
@@ -35,9 +35,6 @@ from dflowgen.optimize.config import CopyAugmentConfig
 
 _DRAWS_PER_COPY = 12
 """Uniform numbers drawn per copy, whatever the settings: the streams of different recipes stay aligned."""
-
-_LANDING_TOLERANCE = 1e-3
-"""Flow landing this close outside the frame still counts as inside (float noise of exact motion)."""
 
 _VALID_READ = 1.0 - 1e-4
 """A bilinear read of the 0/1 valid mask at least this high touched only valid pixels."""
@@ -182,12 +179,7 @@ def augment_copies(
     copy_flow = copy_flow / scale[:, :, None, None]
 
     with torch.no_grad():
-        xs = torch.arange(width, dtype=img1.dtype, device=img1.device)
-        ys = torch.arange(height, dtype=img1.dtype, device=img1.device)[:, None]
-        land_x, land_y = xs + copy_flow[:, 0], ys + copy_flow[:, 1]
-        inside = (land_x >= -_LANDING_TOLERANCE) & (land_x <= width - 1 + _LANDING_TOLERANCE)
-        inside &= (land_y >= -_LANDING_TOLERANCE) & (land_y <= height - 1 + _LANDING_TOLERANCE)
-        copy_valid = ((read_valid[:, 0] >= _VALID_READ) & inside)[:, None].to(img1.dtype)
+        copy_valid = (read_valid >= _VALID_READ).to(img1.dtype)
 
     copy1, copy2 = jitter_colours(copy1, copy2, transforms)
     return Copies(copy1, copy2, copy_flow, copy_valid)

@@ -306,5 +306,6 @@ def _render_kept(kept: SceneParams, finite: torch.Tensor, bank: LayerBank, rende
         img2=rows(rendered.img2),
         flow=rows(rendered.flow),
         valid=rows(rendered.valid),
+        occ=rows(rendered.occ),
         effects={name: flags.cpu() for name, flags in rendered.effects.items()},
     )

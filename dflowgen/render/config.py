@@ -37,9 +37,9 @@ class RenderConfig:
     motion reveals real texture at the borders (the authors rendered 584×712 and cropped
     384×512: a margin of 100). ``object_size`` is a foreground mask's longer side as a
     fraction of the output's longer side. ``grid_size`` and ``fog_color_grid`` are
-    (rows, columns). ``valid_min_weight`` is the composition weight a layer needs, at a
-    pixel of frame 1 and where that point lands in frame 2, for the pixel's flow to be
-    marked valid. ``blur_layer_prob`` is the chance that a layer belongs to the motion
+    (rows, columns). ``visible_min_weight`` is the composition weight a layer needs, at a
+    pixel of frame 1 and where that point lands in frame 2, for the point to count as
+    visible in frame 2 (``occ`` 0); the flow is labelled either way. ``blur_layer_prob`` is the chance that a layer belongs to the motion
     blur mask of a blurred sample.
     """
 
@@ -54,7 +54,7 @@ class RenderConfig:
     grid_size: tuple[int, int] = (8, 12)
     composition: Literal["softmax", "alpha"] = "softmax"
     splat_c: float = 6.0
-    valid_min_weight: float = 0.99
+    visible_min_weight: float = 0.99
     white_balance: tuple[float, float] = range_field(0.0, 1.0)
     white_balance_prob: float = 0.5
     noise_init: tuple[float, float] = range_field(-0.01, 0.01)
@@ -88,8 +88,8 @@ class RenderConfig:
         if self.blur_kernel_size < 1 or self.blur_kernel_size % 2 == 0:
             raise ValueError(f"blur_kernel_size must be a positive odd number, got {self.blur_kernel_size}")
         check_positive(self, "splat_c")
-        if not 0.5 < self.valid_min_weight <= 1.0:
-            raise ValueError(f"valid_min_weight must be in (0.5, 1], got {self.valid_min_weight}")
+        if not 0.5 < self.visible_min_weight <= 1.0:
+            raise ValueError(f"visible_min_weight must be in (0.5, 1], got {self.visible_min_weight}")
         check_probability(self, "white_balance_prob", "noise_prob", "fog_prob", "blur_prob", "blur_layer_prob")
         for warp in (self.layer_warp, self.anchor_warp):
             if warp.scale[0] <= 0:

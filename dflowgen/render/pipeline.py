@@ -20,10 +20,15 @@ between, the way the coarse control grid itself is; the same interpolated functi
 the images and the flow, so their agreement is exact.
 
 Layers are composed per frame by softmax splatting (or alpha blending) with weights ``K``.
-The flow of a pixel is that of the layer holding the majority of its weight (``K > ½``).
-It is *valid* where that layer holds at least ``valid_min_weight`` of the pixel in frame 1,
-the point lands inside frame 2, and every frame-2 pixel a bilinear read there touches is
-held by the same layer with at least that weight (not occluded, not a mixed edge).
+The flow of a pixel is the motion of the layer holding the majority of its weight in
+frame 1 (``K > ½``), wherever that point goes: visible in frame 2, hidden behind another
+layer, or outside the frame, as FlyingChairs, Sintel and AutoFlow label them. It is
+*valid* wherever such a layer exists; only pixels on a mixed edge, where no layer holds
+half the weight, have no single motion and are not. ``occ`` marks the valid points that
+frame 2 does not show as themselves: the point leaves frame 2, or some frame-2 pixel a
+bilinear read at its landing point touches is not held by the same layer with at least
+``visible_min_weight`` (hidden, or a mixed edge), or it lies on a mixed edge of frame 1.
+Backward-warping frame 2 by the flow therefore reproduces frame 1 where ``occ`` is 0.
 Effects (texture noise, motion blur, fog) are applied after composition and do not
 change the flow.
 """
@@ -70,7 +75,8 @@ class RenderOutput:
 
     img1, img2: ``B×3×H×W`` in [0, 1] (frames t and t+1).
     flow: ``B×2×H×W`` forward flow img1 → img2 in pixels.
-    valid: ``B×1×H×W`` float 0/1, where ``flow`` is exact.
+    valid: ``B×1×H×W`` float 0/1, where ``flow`` is defined (a layer holds the pixel).
+    occ: ``B×1×H×W`` float 0/1, valid points frame 2 does not show: hidden or outside it.
     effects: ``{"white_balance", "noise", "fog", "blur"}`` → ``B`` float, 1 where applied.
     """
 
@@ -78,6 +84,7 @@ class RenderOutput:
     img2: torch.Tensor
     flow: torch.Tensor
     valid: torch.Tensor
+    occ: torch.Tensor
     effects: dict[str, torch.Tensor]
 
 
@@ -163,7 +170,7 @@ class _Frame:
     weights: torch.Tensor  # n×s²
     image: torch.Tensor  # 3×(B·nb)×s²
     blur_mask: torch.Tensor  # (B·nb)×s²
-    pure_slot: torch.Tensor  # (B·nb)×s² int64: slot holding ≥ valid_min_weight, else -1
+    pure_slot: torch.Tensor  # (B·nb)×s² int64: slot holding ≥ visible_min_weight, else -1
 
 
 def render(params: SceneParams, bank: LayerBank, config: RenderConfig) -> RenderOutput:
@@ -189,10 +196,12 @@ def render(params: SceneParams, bank: LayerBank, config: RenderConfig) -> Render
     sample = torch.div(background.layer, scene.slots, rounding_mode="floor")
     anchor = scene.inside_blocks(anchor_nodes, sample, background.local_block)
     pixels = blocks.block_pixels(params.dtype, params.device).repeat(scene.batch, 1, 1)
-    flow = blocks.from_blocks((anchor - pixels).permute(2, 0, 1) + _layer_shift(scene, frame1, layer_shift))
+    shift, held = _layer_shift(scene, frame1, layer_shift)
+    flow = blocks.from_blocks((anchor - pixels).permute(2, 0, 1) + shift)
     with torch.no_grad():
         pure1, pure2 = (blocks.from_blocks(frame.pure_slot[None])[:, 0] for frame in (frame1, frame2))
-        valid = _reaches_same_layer(pure1, pure2, flow)
+        valid = blocks.from_blocks(held[None])[:, 0]
+        occluded = valid & ~_reaches_same_layer(pure1, pure2, flow)
     img1 = _apply_effects(params, config, frame1, blocks, frame_index=0)
     img2 = _apply_effects(params, config, frame2, blocks, frame_index=1)
     effects = {
@@ -202,7 +211,7 @@ def render(params: SceneParams, bank: LayerBank, config: RenderConfig) -> Render
         "blur": params.blur_on,
     }
     applied = {name: on.to(flow.dtype) for name, on in effects.items()}
-    return RenderOutput(img1, img2, flow, valid[:, None].to(flow.dtype), applied)
+    return RenderOutput(img1, img2, flow, valid[:, None].to(flow.dtype), occluded[:, None].to(flow.dtype), applied)
 
 
 def anchor_field_nodes(params: SceneParams, config: RenderConfig, blocks: BlockGrid) -> torch.Tensor:
@@ -367,7 +376,7 @@ def _compose_frame(scene: _Scene, bank: LayerBank, view: _View) -> _Frame:
     blur_mask = blur_mask + scatter_blocks(weights[blurred][None], fragments.select(blurred), num_blocks).squeeze(0)
 
     with torch.no_grad():
-        threshold = scene.config.valid_min_weight
+        threshold = scene.config.visible_min_weight
         pure = (weights >= threshold).to(weights.dtype) * (fragments.slot[:, None] + 1).to(weights.dtype)
         pure_background = (background_weight >= threshold).to(pure.dtype)
         pure_slot = scatter_blocks(pure[None], fragments, num_blocks)[0] + pure_background
@@ -380,8 +389,9 @@ def _texture(scene: _Scene, bank: LayerBank, coords: torch.Tensor, layer: torch.
     return colour * scene.gains.index_select(0, layer).T[:, :, None]
 
 
-def _layer_shift(scene: _Scene, frame1: _Frame, layer_shift: torch.Tensor) -> torch.Tensor:
-    """Blocked ``2×(B·nb)×s²`` translation ``D`` of each pixel's majority layer in frame 1.
+def _layer_shift(scene: _Scene, frame1: _Frame, layer_shift: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Blocked ``2×(B·nb)×s²`` translation ``D`` of each pixel's majority layer in frame 1, and
+    the blocked ``(B·nb)×s²`` bool map of the pixels that have one.
 
     Where no layer holds more than half a pixel (a mixed edge, never valid) the weighted
     mean is used instead, so the flow stays continuous there.
@@ -395,14 +405,14 @@ def _layer_shift(scene: _Scene, frame1: _Frame, layer_shift: torch.Tensor) -> to
     share = torch.where(decided.index_select(0, fragments.block), majority, weights)
     background_shift = layer_shift.index_select(0, scene.background.layer).T[:, :, None] * background_share[None]
     shift = share[None] * layer_shift.index_select(0, fragments.layer).T[:, :, None]
-    return background_shift + scatter_blocks(shift, fragments, scene.num_blocks)
+    return background_shift + scatter_blocks(shift, fragments, scene.num_blocks), decided
 
 
 def _reaches_same_layer(pure1: torch.Tensor, pure2: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
     """``B×H×W`` bool: a pure layer of frame 1 lands inside frame 2 among pixels pure in the same layer.
 
     Args:
-        pure1, pure2: ``B×H×W`` slot holding at least ``valid_min_weight`` of each pixel, else -1.
+        pure1, pure2: ``B×H×W`` slot holding at least ``visible_min_weight`` of each pixel, else -1.
         flow: ``B×2×H×W``.
 
     The 2×2 frame-2 pixels around ``p + flow(p)`` (all a bilinear read there can touch) must

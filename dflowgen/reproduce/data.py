@@ -7,11 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
-from kornia.geometry.transform import resize
 from torch.utils.data import Dataset
 
-from dflowgen.data.sample import FlowPair
+from dflowgen.data.scaled import ScaledPairs
 from dflowgen.data.spec import open_spec
 from dflowgen.errors import DflowgenError
 from dflowgen.reproduce.config import ReproduceConfig
@@ -19,8 +17,6 @@ from dflowgen.weights import resolve_weights
 
 # ../shared/data beside the repository, as the tests' ``shared_data`` fixture finds it.
 DEFAULT_DATA_ROOT = Path(__file__).resolve().parents[2].parent / "shared" / "data"
-# A resized pixel keeps its ground truth only where (nearly) every source pixel it blends had one.
-_VALID_BLEND = 0.999
 
 
 def data_root(config: ReproduceConfig) -> Path:
@@ -72,47 +68,6 @@ class SintelSplit:
         proxy = ScaledPairs(open_spec(proxy_spec).dataset, config.sintel_scale)
         held_out = ScaledPairs(open_spec(eval_spec).dataset, config.sintel_scale)
         return cls(proxy_spec, eval_spec, config.sintel_scale, proxy, held_out)
-
-
-class ScaledPairs(Dataset):
-    """The FlowPairs of ``dataset`` resized by ``scale`` (1 = unchanged).
-
-    Images are resampled with antialiasing and rounded back to uint8; the flow is resampled
-    the same way and multiplied by the exact size ratio of each axis; a pixel stays valid
-    only where every source pixel it blends was valid. Pickles with its dataset (DataLoader
-    workers).
-    """
-
-    def __init__(self, dataset: Dataset, scale: float) -> None:
-        self.dataset = dataset
-        self.scale = scale
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def size(self, height: int, width: int) -> tuple[int, int]:
-        """(H, W) of a ``height``×``width`` pair after resizing."""
-        return max(1, round(height * self.scale)), max(1, round(width * self.scale))
-
-    def __getitem__(self, index: int) -> FlowPair:
-        pair = self.dataset[index]
-        if self.scale == 1.0:
-            return pair
-        height, width = pair.img1.shape[:2]
-        size = self.size(height, width)
-        images = torch.from_numpy(np.stack([pair.img1, pair.img2])).permute(0, 3, 1, 2).float()
-        images = resize(images, size, interpolation="bilinear", antialias=True)
-        img1, img2 = images.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
-        flow = valid = None
-        if pair.flow is not None:
-            ratio = torch.tensor([size[1] / width, size[0] / height]).view(1, 2, 1, 1)
-            flow_map = torch.from_numpy(np.ascontiguousarray(pair.flow)).permute(2, 0, 1)[None]
-            flow = (resize(flow_map, size, interpolation="bilinear", antialias=True) * ratio)[0]
-            flow = flow.permute(1, 2, 0).numpy().astype(np.float32)
-        if pair.valid is not None:
-            valid_map = torch.from_numpy(pair.valid.astype(np.float32))[None, None]
-            valid = (resize(valid_map, size, interpolation="bilinear", antialias=True)[0, 0] >= _VALID_BLEND).numpy()
-        return FlowPair(img1, img2, flow, valid, pair.name)
 
 
 def flow_magnitudes(dataset: Dataset) -> np.ndarray:

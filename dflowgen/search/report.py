@@ -34,7 +34,8 @@ import optuna
 from optuna.trial import TrialState
 
 from dflowgen.errors import DflowgenError
-from dflowgen.files import atomic_write_bytes, atomic_write_png
+from dflowgen.figures import new_figure, save_png
+from dflowgen.files import atomic_write_bytes
 from dflowgen.recipes import Recipe, flatten_keys, recipe_to_toml, to_dict, with_overrides
 from dflowgen.search.evolution import EvolutionSampler
 
@@ -170,13 +171,9 @@ def spearman(a: Sequence[float], b: Sequence[float]) -> float:
 
 def scatter_plot(points: Sequence[tuple[float, float, int]], path: str | Path, rho: float) -> None:
     """PNG of (self-supervised metric, AEPE) per candidate, labelled by trial number (written atomically)."""
-    # matplotlib loads here, not with the module: it would add a second to every CLI start.
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    from matplotlib.ticker import MaxNLocator
+    from matplotlib.ticker import MaxNLocator  # loads with the plot only, like new_figure's matplotlib
 
-    figure = Figure(figsize=(5.5, 4.0), dpi=100)
-    FigureCanvasAgg(figure)
+    figure = new_figure(5.5, 4.0)
     axes = figure.add_subplot()
     axes.scatter([p[0] for p in points], [p[1] for p in points], s=18)
     for x, y, trial in points:
@@ -187,7 +184,7 @@ def scatter_plot(points: Sequence[tuple[float, float, int]], path: str | Path, r
     axes.set_ylabel("AEPE (px)")
     axes.set_title(f"{len(points)} candidates, Spearman ρ = {rho:.3f}")
     figure.tight_layout()
-    atomic_write_png(Path(path), figure)
+    save_png(figure, Path(path))
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,7 @@ from tqdm import tqdm
 
 from dflowgen import __version__
 from dflowgen.assets import load_layer_bank
+from dflowgen.devices import resolve_device
 from dflowgen.errors import DflowgenError
 from dflowgen.files import atomic_write_bytes
 from dflowgen.models.raft import load_raft
@@ -338,8 +339,7 @@ def run_search(recipe: Recipe, target_spec: str, out: str | Path, *, storage: st
     storage is a :class:`DflowgenError` with nothing written.
     """
     search = recipe.search
-    torch_device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available()
-                                                                                  else "cpu")
+    torch_device = resolve_device(device)
     space = derive_space(recipe.render, search.spread, search.fixed)
     target = load_target(target_spec, search.target_pairs, search.target_scale)
     if search.metric == "supervised" and not target.labelled:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from dflowgen.devices import resolve_device
 from dflowgen.errors import DflowgenError
 
 
@@ -44,29 +45,10 @@ def _env_int(name: str, default: int) -> int:
         raise DflowgenError(f"environment variable {name} must be an integer, got {value!r}") from None
 
 
-def resolve_device(requested: str | None, context: DistContext) -> torch.device:
-    """The device to train on: ``requested``, else CUDA when available, else CPU.
-
-    Under torchrun a CUDA device without an index becomes ``cuda:LOCAL_RANK``.
-    """
-    if requested is None:
-        requested = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        device = torch.device(requested)
-    except RuntimeError:
-        raise DflowgenError(f"unknown device {requested!r} (use cpu, cuda or cuda:N)") from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise DflowgenError(f"device {requested!r} asked for, but CUDA is not available here")
-        if device.index is None:
-            device = torch.device("cuda", context.local_rank if context.distributed else torch.cuda.current_device())
-    return device
-
-
 def init_distributed(requested_device: str | None) -> tuple[DistContext, torch.device]:
     """Join the torchrun job described by the environment (if any) and choose this process's device."""
     context = DistContext(_env_int("RANK", 0), _env_int("WORLD_SIZE", 1), _env_int("LOCAL_RANK", 0))
-    device = resolve_device(requested_device, context)
+    device = resolve_device(requested_device, context.local_rank if context.distributed else None)
     if context.distributed and not dist.is_initialized():
         if device.type == "cuda":
             torch.cuda.set_device(device)
