@@ -23,12 +23,13 @@ from collections.abc import Callable
 import torch
 
 from dflowgen.assets import LayerBank, load_layer_bank
-from dflowgen.generate import parse_size
+from dflowgen.cli.options import parse_size
 from dflowgen.models.raft import build_raft
-from dflowgen.optimize.augment import augment_copies, draw_copy_transforms
+from dflowgen.optimize.copies import augment_copies, draw_copy_transforms
 from dflowgen.optimize.config import OptimizeConfig
 from dflowgen.optimize.loop import optimize_batch
-from dflowgen.optimize.proxies import Proxies, freeze, load_proxy
+from dflowgen.models.modes import freeze
+from dflowgen.optimize.proxies import Proxies, load_proxy
 from dflowgen.render import RenderConfig, render, sample_params
 from dflowgen.seeding import sample_generator
 

@@ -32,7 +32,8 @@ from tqdm import tqdm
 
 from dflowgen.errors import DflowgenError
 from dflowgen.flow.metrics import flow_metrics
-from dflowgen.models.raft import InputPadder
+from dflowgen.models.inference import model_device, predict_flow
+from dflowgen.models.modes import eval_mode
 
 RATE_KEYS = ("1px", "3px", "5px", "fl_all")
 
@@ -82,20 +83,6 @@ def aggregate(pairs: Sequence[PairResult]) -> dict[str, float]:
     return result
 
 
-def _model_device(model: nn.Module) -> torch.device:
-    return next(model.parameters()).device
-
-
-@torch.inference_mode()
-def predict_flow(model: nn.Module, img1: torch.Tensor, img2: torch.Tensor, iters: int,
-                 pad_mode: str = "sintel") -> torch.Tensor:
-    """B×2×H×W flow for B×3×H×W images in [0, 255] of any size (padded to /8 and cropped back)."""
-    padder = InputPadder(img1.shape, mode=pad_mode)
-    padded1, padded2 = padder.pad(img1, img2)
-    _, flow_up = model(padded1, padded2, iters=iters, test_mode=True)
-    return padder.unpad(flow_up.float())
-
-
 def evaluate(
     model: nn.Module,
     dataset: Dataset,
@@ -124,12 +111,9 @@ def evaluate(
         >>> result = evaluate(load_raft("raft-sintel.pth"), Sintel(root, "clean"), iters=32)  # doctest: +SKIP
         >>> result.aggregate["epe"]  # doctest: +SKIP
     """
-    device = torch.device(device) if device is not None else _model_device(model)
-    # Every module's own flag, so that frozen BatchNorm layers of a training model stay frozen.
-    modes = {module: module.training for module in model.modules()}
-    model.eval()
+    device = torch.device(device) if device is not None else model_device(model)
     results = []
-    try:
+    with eval_mode(model):
         for index in tqdm(range(len(dataset)), desc=desc, unit="pair", dynamic_ncols=True,
                           disable=not progress or not sys.stderr.isatty()):
             pair = dataset[index]
@@ -148,9 +132,6 @@ def evaluate(
                 raise DflowgenError(f"pair {pair.name!r} has no valid ground-truth pixels")
             metrics = flow_metrics(flow, flow_gt, valid)
             results.append(PairResult(pair.name, metrics.pop("epe"), metrics, pixels))
-    finally:
-        for module, training in modes.items():
-            module.training = training
     if not results:
         raise DflowgenError("the dataset to evaluate on has no pairs")
     return EvalResult(results, iters, all_pixels)

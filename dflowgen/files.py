@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 _HASH_BLOCK = 1 << 20
 
@@ -18,11 +23,42 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+@contextmanager
+def atomic_writer(path: Path) -> Iterator[BinaryIO]:
+    """A binary stream whose bytes appear at ``path`` all at once, when the block ends without an error.
+
+    The stream is a hidden temporary file beside ``path`` with a name of its own (so concurrent
+    writers never share one); it is flushed and fsynced, then renamed over ``path``. A reader sees
+    the old file or the new one, never half of one; a failure (or interrupt) removes the temporary file.
+    """
+    descriptor, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(descriptor, "wb") as stream:
+            yield stream
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temp_name, path)
+    except BaseException:
+        Path(temp_name).unlink(missing_ok=True)
+        raise
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a hidden temporary file and an atomic rename."""
-    temp_path = path.with_name(f".{path.name}.tmp")
-    with open(temp_path, "wb") as stream:
+    """Write ``data`` to ``path`` atomically (see :func:`atomic_writer`)."""
+    with atomic_writer(path) as stream:
         stream.write(data)
-        stream.flush()
-        os.fsync(stream.fileno())
-    os.replace(temp_path, path)
+
+
+def atomic_copy(source: Path, target: Path) -> None:
+    """Make ``target`` a copy of ``source`` atomically: a hard link where the filesystem allows, else a copy."""
+    temp_name = target.with_name(f".{target.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
+    try:
+        try:
+            os.link(source, temp_name)
+        except OSError:
+            with open(source, "rb") as reader, atomic_writer(temp_name) as writer:
+                shutil.copyfileobj(reader, writer)
+        os.replace(temp_name, target)
+    except BaseException:
+        temp_name.unlink(missing_ok=True)
+        raise

@@ -12,81 +12,29 @@ the same device and batch size.
 from __future__ import annotations
 
 import dataclasses
-import os
-import shutil
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
 from dflowgen.assets import LayerBank, load_layer_bank
-from dflowgen.data.shards import (
-    MANIFEST_NAME,
-    SampleBatch,
-    ShardSetHeader,
-    ShardWriter,
-    parse_shard_name,
-    read_manifest,
-    read_mix,
-    manifest_lock,
-    read_shard_header,
-    record_shard,
-    shard_files,
-    sync_manifest_locked,
-    write_mix,
-)
+from dflowgen.data.batches import DROP_REASONS, produce_batch
+from dflowgen.data.sets import ShardSplit, check_output_path, prepare_output, replace_if_other_mix
+from dflowgen.data.shards import ShardSetHeader, ShardWriter, read_manifest, record_shard, shard_files, write_mix
 from dflowgen.devices import resolve_device
 from dflowgen.errors import DflowgenError
-from dflowgen.inspect import PLOT_NAME
-from dflowgen.preview import PREVIEW_FOLDER, write_previews
-from dflowgen.recipes import Recipe, flatten_keys, parse_recipe, recipe_to_toml, to_dict, with_overrides
-from dflowgen.optimize.loop import optimize_batch
+from dflowgen.data.preview import write_previews
+from dflowgen.fields import flatten_keys, to_dict
+from dflowgen.recipes import Recipe, parse_recipe, recipe_to_toml, with_overrides
 from dflowgen.optimize.proxies import Proxies, check_target_named, load_proxies
-from dflowgen.render import RenderConfig, RenderOutput, SceneParams, render, sample_params
-from dflowgen.seeding import sample_seed
 
 # Recipe keys that change how a set is produced, not what it contains: a folder made
 # with other values of these is resumed, not refused.
 EXECUTION_KEYS = ("name", "generate.batch_size", "generate.preview_count", "train.", "search.", "reproduce.",
                   "benchmark.")
-
-
-@dataclasses.dataclass(frozen=True)
-class ShardSplit:
-    """The shards one process of ``count`` writes: ``index``, ``index + count``, ...
-
-    Processes with indices 0..count-1 cover every shard exactly once.
-    """
-
-    index: int = 0
-    count: int = 1
-
-    def __post_init__(self) -> None:
-        if self.count < 1 or not 0 <= self.index < self.count:
-            raise DflowgenError(f"shard split {self.index} of {self.count}: need 0 <= --shard-index < --num-shards")
-
-    def shards(self, num_shards: int) -> range:
-        return range(self.index, num_shards, self.count)
-
-    @classmethod
-    def resolve(cls, index: int | None, count: int | None, environ: Mapping[str, str] = os.environ) -> ShardSplit:
-        """The split from ``--shard-index/--num-shards``, else torchrun's RANK/WORLD_SIZE, else one process."""
-        if (index is None) != (count is None):
-            raise DflowgenError("--shard-index and --num-shards must be given together")
-        if index is not None:
-            return cls(index, count)
-        if "RANK" in environ:
-            try:
-                return cls(int(environ["RANK"]), int(environ.get("WORLD_SIZE", "1")))
-            except ValueError:
-                raise DflowgenError(
-                    f"RANK={environ['RANK']!r} / WORLD_SIZE={environ.get('WORLD_SIZE')!r} must be integers"
-                ) from None
-        return cls()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,14 +48,6 @@ class GenerateResult:
     samples_dropped: int
     seconds: float
     complete: bool
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """``"WxH"`` (e.g. ``"320x240"``) as (width, height), both positive."""
-    width, sep, height = text.lower().partition("x")
-    if not (sep and width.isdigit() and height.isdigit()) or int(width) < 1 or int(height) < 1:
-        raise DflowgenError(f"--size must be WIDTHxHEIGHT with positive integers (e.g. 320x240), got {text!r}")
-    return int(width), int(height)
 
 
 def set_header(recipe: Recipe, num_samples: int, asset_fingerprint: str) -> ShardSetHeader:
@@ -147,148 +87,6 @@ def header_differences(old: ShardSetHeader, new: ShardSetHeader) -> list[str]:
     return differences
 
 
-def existing_header(folder: Path) -> ShardSetHeader | None:
-    """The header of the set already in ``folder`` (manifest, else its first shard), or None."""
-    if not folder.is_dir():
-        return None
-    manifest = read_manifest(folder)
-    if manifest is not None:
-        return manifest.header
-    shards = shard_files(folder)
-    return read_shard_header(next(iter(shards.values()))) if shards else None
-
-
-def remove_set(folder: Path) -> None:
-    """Delete the files of a generated set in ``folder`` (shards, manifest, previews, plot), nothing else."""
-    for path in folder.iterdir():
-        stem = path.name.removeprefix(".").removesuffix(".tmp")
-        if parse_shard_name(stem) is not None or stem in (MANIFEST_NAME, PLOT_NAME):
-            path.unlink()
-    shutil.rmtree(folder / PREVIEW_FOLDER, ignore_errors=True)
-
-
-def check_output_path(out: Path) -> None:
-    """Fail early, before any rendering, when ``out`` cannot be a folder we write into."""
-    nearest = next(path for path in [out, *out.parents] if path.exists())
-    if not nearest.is_dir():
-        what = "exists and is not a folder" if nearest == out else f"cannot be created: {nearest} is not a folder"
-        raise DflowgenError(f"output folder {out} {what}")
-    if not os.access(nearest, os.W_OK | os.X_OK):
-        raise DflowgenError(f"output folder {out} is not writable ({nearest}: permission denied)")
-
-
-def prepare_output(out: Path, header: ShardSetHeader, overwrite: bool) -> None:
-    """Make ``out`` ready for ``header``'s set: create it, or check (or replace) the set in it.
-
-    The check and the replacement hold the manifest lock, so the processes of a split
-    run starting together replace an old set once. A refused or failed call leaves no
-    folder it created behind.
-    """
-    check_output_path(out)
-    created = next((path for path in reversed([out, *out.parents]) if not path.exists()), None)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        with manifest_lock(out):
-            _replace_if_different(out, header, overwrite)
-            sync_manifest_locked(out, header)
-    except OSError as error:
-        _remove_created(created)
-        raise DflowgenError(f"cannot write to output folder {out}: {error.strerror or error}") from None
-    except BaseException:
-        _remove_created(created)
-        raise
-
-
-def _remove_created(folder: Path | None) -> None:
-    if folder is not None:
-        shutil.rmtree(folder, ignore_errors=True)
-
-
-def _replace_if_different(out: Path, header: ShardSetHeader, overwrite: bool) -> None:
-    """Refuse, or (with ``overwrite``) delete, a set in ``out`` whose contents would differ from ``header``'s."""
-    try:
-        old = existing_header(out)
-        differences = header_differences(old, header) if old else []
-    except DflowgenError as error:
-        if not overwrite:
-            raise DflowgenError(f"{error} (pass --overwrite to replace the set in {out})") from None
-        differences = [str(error)]
-    if differences and not overwrite:
-        shown = "; ".join(differences[:3]) + ("; ..." if len(differences) > 3 else "")
-        raise DflowgenError(f"{out} holds a set made with different settings ({shown}); pass --overwrite to replace it")
-    if differences:
-        remove_set(out)
-
-
-def _to_uint8(images: torch.Tensor) -> np.ndarray:
-    """B×3×H×W float in [0, 1] -> B×H×W×3 uint8 (rounded)."""
-    return images.clamp(0, 1).mul(255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-
-
-def _sample_batch(
-    output: RenderOutput, params: SceneParams, seed: int, indices: Sequence[int], store_params: bool,
-    meta: Mapping[str, np.ndarray] | None = None,
-) -> SampleBatch:
-    """A rendered batch in file conventions, with its θ (``store_params``) and per-sample ``meta`` columns."""
-    return SampleBatch(
-        img1=_to_uint8(output.img1),
-        img2=_to_uint8(output.img2),
-        flow=output.flow.permute(0, 2, 3, 1).cpu().numpy(),
-        valid=(output.valid[:, 0] > 0.5).cpu().numpy().astype(np.uint8),
-        occ=(output.occ[:, 0] > 0.5).cpu().numpy().astype(np.uint8),
-        params=params.to_numpy() if store_params else {},
-        meta={
-            "index": np.asarray(indices, dtype=np.int64),
-            "seed": np.asarray([sample_seed(seed, index) for index in indices], dtype=np.int64),
-            **{f"effect_{name}": (flags > 0.5).cpu().numpy().astype(np.uint8) for name, flags in output.effects.items()},
-            **(meta or {}),
-        },
-    )
-
-
-def render_batch(
-    config: RenderConfig, bank: LayerBank, seed: int, indices: Sequence[int], device: torch.device, store_params: bool = True
-) -> SampleBatch:
-    """Render the samples with global ``indices`` of the set seeded ``seed``, ready to store (θ with ``store_params``)."""
-    params = sample_params(config, bank, seed, indices)
-    with torch.no_grad():
-        output = render(params.to(device), bank, config)
-    return _sample_batch(output, params, seed, indices, store_params)
-
-
-def optimized_batch(
-    recipe: Recipe, bank: LayerBank, seed: int, indices: Sequence[int], device: torch.device, proxies: Proxies,
-    on_update: Callable[[], None] | None = None,
-) -> tuple[SampleBatch, dict[str, int]]:
-    """Optimise samples ``indices`` against ``proxies`` [DFlow]: the kept ones ready to store, and drops by reason.
-
-    Kept samples carry their losses, α and updates taken as ``meta`` columns. A sample
-    whose loss turned non-finite (``nonfinite``), or whose target loss stayed at or over
-    ``optimize.keep_threshold`` (``threshold``), is dropped.
-    """
-    params = sample_params(recipe.render, bank, seed, indices)
-    result = optimize_batch(params, indices, seed, bank, recipe.render, recipe.optimize, proxies, device, on_update)
-    kept = np.flatnonzero(result.kept)
-    selected = torch.from_numpy(kept)
-    output = RenderOutput(
-        img1=result.output.img1[selected],
-        img2=result.output.img2[selected],
-        flow=result.output.flow[selected],
-        valid=result.output.valid[selected],
-        occ=result.output.occ[selected],
-        effects={name: flags[selected] for name, flags in result.output.effects.items()},
-    )
-    batch = _sample_batch(
-        output, result.params.select(selected), seed, [indices[i] for i in kept], recipe.generate.store_params,
-        meta={name: values[kept] for name, values in result.losses.items()},
-    )
-    dropped = {
-        "nonfinite": int((~result.finite).sum()),
-        "threshold": int((result.finite & ~result.kept).sum()),
-    }
-    return batch, dropped
-
-
 def generate_set(
     recipe: Recipe,
     num_samples: int,
@@ -324,7 +122,7 @@ def generate_set(
     config = recipe.render
     bank = assets if isinstance(assets, LayerBank) else load_layer_bank(assets, size=config.canvas_size)
     header = set_header(recipe, num_samples, bank.fingerprint)
-    prepare_output(out, header, overwrite)
+    prepare_output(out, header, overwrite, header_differences)
     started = time.perf_counter()
 
     owned = split.shards(header.num_shards)
@@ -339,18 +137,16 @@ def generate_set(
         for shard_index in todo:
             with ShardWriter(out, header, shard_index) as writer:
                 samples = writer.samples
-                dropped = dict.fromkeys(("nonfinite", "threshold"), 0)
+                dropped = dict.fromkeys(DROP_REASONS, 0)
                 for start in range(0, len(samples), batch_size):
                     indices = samples[start : start + batch_size]
-                    if optimizing:
-                        updates = iter(range(1, recipe.optimize.updates + 1))
-                        batch, batch_dropped = optimized_batch(
-                            recipe, bank, header.seed, indices, device, proxies,
-                            on_update=lambda: bar.set_postfix_str(f"update {next(updates)}/{recipe.optimize.updates}"),
-                        )
-                        dropped = {reason: dropped[reason] + batch_dropped[reason] for reason in dropped}
-                    else:
-                        batch = render_batch(config, bank, header.seed, indices, device, recipe.generate.store_params)
+                    updates = iter(range(1, recipe.optimize.updates + 1))
+                    batch, batch_dropped = produce_batch(
+                        config, recipe.optimize if optimizing else None, bank, header.seed, indices, device,
+                        proxies, recipe.generate.store_params,
+                        on_update=lambda: bar.set_postfix_str(f"update {next(updates)}/{recipe.optimize.updates}"),
+                    )
+                    dropped = {reason: dropped[reason] + batch_dropped[reason] for reason in dropped}
                     if len(batch.img1):
                         writer.append(batch)
                     bar.update(len(indices))
@@ -392,7 +188,7 @@ def generate_mix(recipes: Sequence[Recipe], num_samples: int, out: str | Path, *
     counts = [num_samples // len(recipes) + (j < num_samples % len(recipes)) for j in range(len(recipes))]
     parts = dict(zip(names, counts))
     if out.is_dir():
-        _replace_if_other_mix(out, parts, options.get("overwrite", False))
+        replace_if_other_mix(out, parts, options.get("overwrite", False))
     out.mkdir(parents=True, exist_ok=True)
     write_mix(out, parts)
     return [
@@ -401,17 +197,3 @@ def generate_mix(recipes: Sequence[Recipe], num_samples: int, out: str | Path, *
     ]
 
 
-def _replace_if_other_mix(out: Path, parts: Mapping[str, int], overwrite: bool) -> None:
-    """Refuse, or (with ``overwrite``) delete, a single set or a mix of other parts in ``out``."""
-    old_parts = read_mix(out)
-    single = old_parts is None and (shard_files(out) or (out / MANIFEST_NAME).exists())
-    stale = [] if old_parts is None else [name for name in old_parts if old_parts[name] != parts.get(name)]
-    if not single and not stale:
-        return
-    if not overwrite:
-        what = "a single set" if single else f"a mix with other parts ({', '.join(stale)})"
-        raise DflowgenError(f"{out} holds {what}; pass --overwrite to replace it")
-    if single:
-        remove_set(out)
-    for name in stale:
-        shutil.rmtree(out / name, ignore_errors=True)

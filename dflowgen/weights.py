@@ -14,7 +14,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import shutil
 import tempfile
 import urllib.error
 import urllib.request
@@ -26,7 +25,7 @@ import torch
 from tqdm import tqdm
 
 from dflowgen.errors import DflowgenError
-from dflowgen.files import atomic_write_bytes, file_sha256
+from dflowgen.files import atomic_copy, atomic_write_bytes, file_sha256
 from dflowgen.models.raft import load_raft
 
 OFFICIAL_ARCHIVE_URL = "https://dl.dropboxusercontent.com/s/4j4z58wuv8o0mfz/models.zip"
@@ -137,9 +136,7 @@ def add_weights(name: str, source: str | Path, model: str | None = None, store: 
         model = release.model
     store = _ensure_store(store or weights_dir())
     target = store / f"{name}.pth"
-    temporary = store / f".{name}.pth.tmp"
-    shutil.copyfile(source, temporary)
-    os.replace(temporary, target)
+    atomic_copy(source, target)
     index = _read_index(store)
     index[name] = {"file": target.name, "model": model, "sha256": sha256}
     _write_index(store, index)

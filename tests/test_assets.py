@@ -127,7 +127,7 @@ def test_unusable_folders_are_one_line_errors_naming_the_problem(tmp_path, setup
 
 def test_a_missing_folder_and_bad_masks_are_errors(tmp_path):
     with pytest.raises(DflowgenError, match="not found"):
-        load_layer_bank(tmp_path / "nowhere")
+        load_layer_bank(tmp_path / "nowhere", size=(40, 30))
     image, mask = square_picture((1, 2, 3), (2, 2, 8, 8))
     write_image(tmp_path / "a.png", image)
     write_image(tmp_path / "a_mask.png", mask[:10])

@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from test_generate_dflow import TINY_RENDER
 
 import dflowgen.benchmark.pipeline as pipeline
-from dflowgen.benchmark.config import ROWS
+from dflowgen.recipes.benchmark import ROWS
 from dflowgen.benchmark.pipeline import run_benchmark
 from dflowgen.benchmark.report import magnitude_distance
 from dflowgen.cli import cli
@@ -163,7 +163,8 @@ def test_cli_without_a_benchmark_table_is_a_one_line_error(tmp_path):
 
 
 def test_bundled_recipes_hide_targets_inside_the_search_bounds():
-    from dflowgen.recipes import flatten_keys, load_recipe, to_dict
+    from dflowgen.fields import flatten_keys, to_dict
+    from dflowgen.recipes import load_recipe
     from dflowgen.search.space import derive_space
 
     recipe = load_recipe("known-target-mini")

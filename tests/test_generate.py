@@ -15,14 +15,15 @@ import numpy as np
 import pytest
 import torch
 
-import dflowgen.generate
+import dflowgen.data.batches
 import dflowgen.render
 from dflowgen.assets import LayerBank, load_layer_bank
 from dflowgen.data.shard_dataset import ShardDataset
 from dflowgen.data.shards import MANIFEST_NAME, read_manifest, shard_name, verify_shards
 from dflowgen.errors import DflowgenError
-from dflowgen.generate import ShardSplit, generate_set
-from dflowgen.preview import PREVIEW_FOLDER
+from dflowgen.data.sets import ShardSplit
+from dflowgen.generate import generate_set
+from dflowgen.data.preview import PREVIEW_FOLDER
 from dflowgen.recipes import parse_recipe, recipe_to_toml, with_overrides
 from dflowgen.render import SceneParams
 
@@ -100,7 +101,7 @@ def test_same_command_twice_gives_the_same_bytes(reference, bank, tmp_path):
 
 
 def test_resume_after_ctrl_c_is_byte_identical(reference, bank, tmp_path, monkeypatch):
-    real_render = dflowgen.generate.render
+    real_render = dflowgen.data.batches.render
     calls = []
 
     def interrupted_render(*args, **kwargs):
@@ -109,7 +110,7 @@ def test_resume_after_ctrl_c_is_byte_identical(reference, bank, tmp_path, monkey
             raise KeyboardInterrupt
         return real_render(*args, **kwargs)
 
-    monkeypatch.setattr(dflowgen.generate, "render", interrupted_render)
+    monkeypatch.setattr(dflowgen.data.batches, "render", interrupted_render)
     with pytest.raises(KeyboardInterrupt):
         generate_set(TINY, NUM_SAMPLES, tmp_path, device="cpu", assets=bank, quiet=True)
     assert sorted(path.name for path in tmp_path.iterdir() if not path.name.startswith(".manifest.lock")) == [
@@ -118,7 +119,7 @@ def test_resume_after_ctrl_c_is_byte_identical(reference, bank, tmp_path, monkey
     ]
     assert [p.kind for p in verify_shards(tmp_path)] == ["missing", "missing"]
 
-    monkeypatch.setattr(dflowgen.render, "render", real_render)
+    monkeypatch.setattr(dflowgen.data.batches, "render", real_render)
     result = generate_set(TINY, NUM_SAMPLES, tmp_path, device="cpu", assets=bank, quiet=True)
     assert (result.shards_written, result.shards_skipped) == (2, 1)
     assert digests(tmp_path) == digests(reference)
@@ -128,11 +129,11 @@ _SLOW_AFTER_FIRST_SHARD = """
 import sys, time
 from pathlib import Path
 import torch
-import dflowgen.generate
+import dflowgen.data.batches
 from dflowgen.cli import main
 
 torch.set_num_threads({threads})
-real_render = dflowgen.generate.render
+real_render = dflowgen.data.batches.render
 out = Path(sys.argv[sys.argv.index("--out") + 1])
 
 def slow_render(*args, **kwargs):
@@ -140,7 +141,7 @@ def slow_render(*args, **kwargs):
         time.sleep(0.5)  # leave the test time to kill us while shard 1 is half-written
     return real_render(*args, **kwargs)
 
-dflowgen.generate.render = slow_render
+dflowgen.data.batches.render = slow_render
 main()
 """
 

@@ -16,6 +16,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+import dflowgen.data.batches
 import dflowgen.generate
 from dflowgen.assets import LayerBank, load_layer_bank
 from dflowgen.cli import cli
@@ -131,7 +132,7 @@ def test_kept_samples_meet_the_threshold_and_the_others_are_counted(tmp_path, re
 def test_same_seed_gives_the_same_bytes_and_a_resumed_run_equals_an_uninterrupted_one(
     tmp_path, reference, bank, proxies, monkeypatch
 ):
-    real = dflowgen.generate.optimized_batch
+    real = dflowgen.data.batches.optimized_batch
     calls = []
 
     def interrupted(*args, **kwargs):
@@ -140,24 +141,24 @@ def test_same_seed_gives_the_same_bytes_and_a_resumed_run_equals_an_uninterrupte
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(dflowgen.generate, "optimized_batch", interrupted)
+    monkeypatch.setattr(dflowgen.data.batches, "optimized_batch", interrupted)
     with pytest.raises(KeyboardInterrupt):
         generate_set(TINY, NUM_SAMPLES, tmp_path, device="cpu", assets=bank, proxies=proxies, quiet=True)
     assert len(shard_files(tmp_path)) == 1 and not read_manifest(tmp_path).complete
-    monkeypatch.setattr(dflowgen.generate, "optimized_batch", real)
+    monkeypatch.setattr(dflowgen.data.batches, "optimized_batch", real)
     result = generate_set(TINY, NUM_SAMPLES, tmp_path, device="cpu", assets=bank, proxies=proxies, quiet=True)
     assert (result.shards_written, result.shards_skipped) == (1, 1)
     assert digests(tmp_path) == digests(reference)
 
 
 def test_a_nonfinite_sample_is_dropped_and_counted(tmp_path, bank, proxies, monkeypatch):
-    real = dflowgen.generate.optimize_batch
+    real = dflowgen.data.batches.optimize_batch
 
     def poisoned(params, *args, **kwargs):
         params.layer_translation[0, 1, 0] = float("nan")
         return real(params, *args, **kwargs)
 
-    monkeypatch.setattr(dflowgen.generate, "optimize_batch", poisoned)
+    monkeypatch.setattr(dflowgen.data.batches, "optimize_batch", poisoned)
     generate_set(TINY, 2, tmp_path, device="cpu", assets=bank, proxies=proxies, quiet=True)
     manifest = read_manifest(tmp_path)
     assert manifest.dropped_by_reason == {"nonfinite": 1} and manifest.samples_written == 1

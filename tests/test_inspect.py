@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from dflowgen.cli import cli
 from dflowgen.data.shards import SampleBatch, ShardSetHeader, ShardWriter, record_shard, sync_manifest
-from dflowgen.inspect import PLOT_NAME, format_statistics, set_statistics
+from dflowgen.data.statistics import PLOT_NAME, format_statistics, set_statistics
 
 H, W = 6, 8
 NUM_SAMPLES = 5

@@ -14,7 +14,7 @@ from dflowgen.assets import load_layer_bank
 from dflowgen.models.raft import build_raft
 from dflowgen.optimize.config import CopyAugmentConfig, OptimizeConfig
 from dflowgen.optimize.loop import optimize_batch
-from dflowgen.optimize.augment import draw_copy_transforms
+from dflowgen.optimize.copies import draw_copy_transforms
 from dflowgen.optimize.proxies import Proxies, load_proxy
 from dflowgen.render import LEARNABLE_GROUPS, RenderConfig, SceneParams, WarpRanges, render, sample_params
 from dflowgen.seeding import sample_generator

@@ -86,10 +86,10 @@ def test_malformed_stored_parameters_are_user_errors(bank):
 
 def test_params_for_another_size_or_bank_are_refused(bank):
     params = sample_params(config(), bank, seed=0, indices=[0])
-    with pytest.raises(DflowgenError, match="48×32 images but the render config is 40×32"):
+    with pytest.raises(ValueError, match="48×32 images but the render config is 40×32"):
         render(params, bank, config(width=40))
     params.image_index[:] = bank.num_images
-    with pytest.raises(DflowgenError, match="the layer bank has"):
+    with pytest.raises(ValueError, match="the layer bank has"):
         render(params, bank, config())
 
 

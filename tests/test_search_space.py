@@ -11,7 +11,7 @@ import torch
 
 from dflowgen.assets import load_layer_bank
 from dflowgen.errors import DflowgenError
-from dflowgen.generate import render_batch
+from dflowgen.data.batches import render_batch
 from dflowgen.recipes import Recipe, load_recipe, parse_recipe, recipe_to_toml, with_overrides
 from dflowgen.render.config import RenderConfig, WarpRanges
 from dflowgen.search.evolution import EvolutionSampler

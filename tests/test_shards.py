@@ -26,7 +26,7 @@ from dflowgen.data.shards import (
     sync_manifest,
     verify_shards,
 )
-from dflowgen.inspect import set_statistics
+from dflowgen.data.statistics import set_statistics
 
 H, W = 12, 16
 

@@ -27,7 +27,7 @@ from dflowgen.train import selfsup as selfsup_module
 from dflowgen.train.checkpoint import LAST_NAME, load_checkpoint, step_name
 from dflowgen.train.config import AugmentConfig, SelfSupervisedTrainConfig, TrainConfig
 from dflowgen.train.data import DataSource
-from dflowgen.train.selfsup import sequence_weights
+from dflowgen.train.labelfree.self_supervised import sequence_weights
 from dflowgen.train.trainer import LOG_NAME, train
 
 HEIGHT, WIDTH = 48, 64

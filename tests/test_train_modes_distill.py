@@ -26,7 +26,7 @@ from test_train_modes import (  # frames, init_weights: the shared module-scoped
 from dflowgen.losses.selfsup import flow_warp
 from dflowgen.train.checkpoint import LAST_NAME, load_checkpoint
 from dflowgen.train.config import DistillConfig, JitterConfig, StrongAugmentConfig
-from dflowgen.train.strong_augment import draw_views, strong_augment
+from dflowgen.train.labelfree.strong_augment import draw_views, strong_augment
 from dflowgen.train.trainer import train
 
 NO_JITTER = JitterConfig(prob=0.0)

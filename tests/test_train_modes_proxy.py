@@ -12,7 +12,7 @@ from dflowgen.errors import DflowgenError
 from dflowgen.optimize.proxies import load_proxy
 from dflowgen.recipes import load_recipe
 from dflowgen.train.checkpoint import LAST_NAME, load_checkpoint
-from dflowgen.train.proxy import default_run_dir, make_proxy
+from dflowgen.train.labelfree.target_proxy import default_run_dir, make_proxy
 
 
 def _recipe(path):

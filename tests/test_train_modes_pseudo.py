@@ -26,9 +26,9 @@ from test_train_modes import (  # frames, init_weights: the shared module-scoped
 from dflowgen.models.raft import build_raft
 from dflowgen.train.checkpoint import LAST_NAME, load_checkpoint
 from dflowgen.train.config import PseudoLabelConfig
-from dflowgen.train.contrastive import coarse_labels, contrastive_flow_loss, tap_features
+from dflowgen.train.labelfree.contrastive import coarse_labels, contrastive_flow_loss, tap_features
 from dflowgen.train.data import DataSource
-from dflowgen.train.pseudo import PseudoLabelled, consistency_mask, label_pairs
+from dflowgen.train.labelfree.pseudo_label import PseudoLabelled, consistency_mask, label_pairs
 from dflowgen.train.trainer import train
 
 # A random teacher's flows are not forward-backward consistent; a loose check keeps them (the filter's own

@@ -39,24 +39,26 @@ from dflowgen.devices import resolve_device
 from dflowgen.errors import DflowgenError
 from dflowgen.evaluate import evaluate
 from dflowgen.files import atomic_write_bytes, file_sha256
-from dflowgen.generate import EXECUTION_KEYS, check_output_path, generate_mix, generate_set
-from dflowgen.inspect import set_statistics
+from dflowgen.data.sets import check_output_path
+from dflowgen.reproduce.plots import HISTOGRAM_BINS
+from dflowgen.generate import EXECUTION_KEYS, generate_mix, generate_set
+from dflowgen.data.statistics import set_statistics
 from dflowgen.models.raft import load_raft
 from dflowgen.optimize.proxies import load_proxies
-from dflowgen.recipes import Recipe, flatten_keys, load_recipe, parse_recipe, recipe_to_toml, to_dict, with_overrides
+from dflowgen.fields import flatten_keys, to_dict
+from dflowgen.recipes import Recipe, load_recipe, parse_recipe, recipe_to_toml, with_overrides
 from dflowgen.reproduce.stages import ExperimentSummary, StageRunner, digest, finish_training, read_log
 from dflowgen.search.report import Candidate, candidates
 from dflowgen.search.run import StudyHandle, load_study, quiet_optuna, report_study, run_search
 from dflowgen.train.config import TrainConfig
 from dflowgen.train.data import DataSource
-from dflowgen.train.proxy import make_proxy
+from dflowgen.train.labelfree.target_proxy import make_proxy
 from dflowgen.train.trainer import LOG_NAME
 from dflowgen.weights import export_weights, resolve_weights
 
 TARGET_SETS = ("train", "frames", "test")
 SEARCHES = {"supervised": ("search-supervised", "train"), "self-supervised": ("search-selfsup", "frames")}
 """metric → (study folder, the target set it is scored on)."""
-HISTOGRAM_BINS = 40
 _NOT_CONTENT = (*EXECUTION_KEYS, "optimize.base_weights", "optimize.target_weights")
 
 

@@ -23,7 +23,8 @@ import numpy as np
 
 from dflowgen.figures import new_figure, save_png
 from dflowgen.files import atomic_write_bytes
-from dflowgen.recipes import Recipe, flatten_keys, to_dict
+from dflowgen.fields import flatten_keys, to_dict
+from dflowgen.recipes import Recipe
 from dflowgen.search.report import spearman
 from dflowgen.search.space import LambdaSpace, derive_space
 

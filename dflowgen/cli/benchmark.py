@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from dflowgen.benchmark.config import BenchmarkConfig
+from dflowgen.recipes.benchmark import BenchmarkConfig
 from dflowgen.cli import cli
 from dflowgen.errors import DflowgenError
 from dflowgen.recipes import load_recipe

@@ -9,7 +9,9 @@ import click
 
 from dflowgen.cli import cli
 from dflowgen.errors import DflowgenError
-from dflowgen.generate import GenerateResult, ShardSplit, generate_mix, generate_set, parse_size
+from dflowgen.cli.options import parse_size
+from dflowgen.data.sets import ShardSplit
+from dflowgen.generate import GenerateResult, generate_mix, generate_set
 from dflowgen.recipes import load_recipe, with_overrides
 
 

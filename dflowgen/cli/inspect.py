@@ -9,7 +9,7 @@ import click
 
 from dflowgen.cli import cli
 from dflowgen.data.shards import set_folders
-from dflowgen.inspect import PLOT_NAME, format_statistics, plot_histogram, set_statistics
+from dflowgen.data.statistics import PLOT_NAME, format_statistics, plot_histogram, set_statistics
 
 
 @cli.command()

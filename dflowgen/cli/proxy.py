@@ -11,7 +11,7 @@ from dflowgen.cli.train import open_sources
 from dflowgen.data.spec import SPEC_HELP
 from dflowgen.recipes import load_recipe, recipe_to_toml, with_overrides
 from dflowgen.train.config import LABEL_FREE_MODES
-from dflowgen.train.proxy import make_proxy
+from dflowgen.train.labelfree.target_proxy import make_proxy
 
 DEFAULT_RECIPE = "train-proxy"
 

@@ -9,7 +9,7 @@ import click
 from dflowgen.cli import cli
 from dflowgen.errors import DflowgenError
 from dflowgen.recipes import load_recipe
-from dflowgen.reproduce.config import ReproduceConfig
+from dflowgen.recipes.reproduce import ReproduceConfig
 
 
 @cli.command("reproduce")

@@ -8,7 +8,7 @@ import click
 
 from dflowgen.cli import cli
 from dflowgen.data.spec import SPEC_HELP
-from dflowgen.generate import parse_size
+from dflowgen.cli.options import parse_size
 from dflowgen.recipes import load_recipe, with_overrides
 
 

@@ -18,13 +18,8 @@ import math
 import numpy as np
 import torch
 import torch.nn.functional as F
-from kornia.enhance import (
-    adjust_brightness_accumulative,
-    adjust_contrast_with_mean_subtraction,
-    adjust_hue,
-    adjust_saturation_with_gray_subtraction,
-)
 
+from dflowgen.colour import adjust_colours
 from dflowgen.data.sample import FlowPair
 
 #: A resized dense-flow pixel stays valid only when (almost) all the source pixels it blends are.
@@ -174,15 +169,7 @@ class FlowAugmentor:
             rng.uniform(max(0.0, 1 - self.saturation), 1 + self.saturation),
             rng.uniform(-self.hue, self.hue) * 2 * math.pi,  # kornia takes the hue shift in radians
         ]
-        operations = [
-            adjust_brightness_accumulative,
-            adjust_contrast_with_mean_subtraction,
-            adjust_saturation_with_gray_subtraction,
-            adjust_hue,
-        ]
-        for index in rng.permutation(4):
-            image = operations[index](image, float(factors[index])).clamp(0.0, 1.0)
-        return image
+        return adjust_colours(image[None], torch.tensor([factors]), order=rng.permutation(4).tolist())[0]
 
     def _jitter_pair(self, img1: torch.Tensor, img2: torch.Tensor,
                      rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:

@@ -34,9 +34,17 @@ from kornia.geometry import create_meshgrid
 from kornia.geometry.transform import remap
 
 from dflowgen.fields import check_non_negative, check_positive
+from dflowgen.shapes import check_shape
 
 OcclusionMethod = Literal["range-map", "forward-backward", "none"]
 EdgeWeighting = Literal["exponential", "gaussian"]
+
+
+FB_ALPHA1 = 0.01
+FB_ALPHA2 = 0.5
+"""The forward-backward consistency test's constants (UnFlow, Meister et al. 2018), shared by the
+self-supervised loss, pseudo-labelling and distillation: a pixel is consistent where
+``|F_fw + F_bw(p + F_fw)|² <= FB_ALPHA1·(|F_fw|² + |F_bw(p + F_fw)|²) + FB_ALPHA2``."""
 
 
 @dataclass(frozen=True)
@@ -60,8 +68,8 @@ class SelfSupervisedLossConfig:
     weight_distill: float = 0.3
     census_patch: int = 7
     occlusion: OcclusionMethod = "range-map"
-    fb_alpha1: float = 0.01
-    fb_alpha2: float = 0.5
+    fb_alpha1: float = FB_ALPHA1
+    fb_alpha2: float = FB_ALPHA2
     edge_weighting: EdgeWeighting = "exponential"
     edge_constant: float = 150.0
     distill_crop: float = 0.15
@@ -99,6 +107,8 @@ def flow_warp(image: torch.Tensor, flow: torch.Tensor) -> tuple[torch.Tensor, to
         ``warped`` (``B×C×H×W``) and ``inside`` (``B×1×H×W``, 1 where ``p + flow(p)`` lies in
         the frame).
     """
+    sizes = check_shape("flow", flow, "B×2×H×W")
+    check_shape("image", image, "B×C×H×W", sizes)
     _, _, height, width = flow.shape
     grid = create_meshgrid(height, width, normalized_coordinates=False, device=flow.device, dtype=flow.dtype)
     target_x = grid[..., 0] + flow[:, 0]
@@ -132,8 +142,8 @@ def range_map(flow_bw: torch.Tensor) -> torch.Tensor:
     return counts.view(batch, 1, height, width)
 
 
-def occlusion_forward_backward(flow_fw: torch.Tensor, flow_bw: torch.Tensor, alpha1: float = 0.01,
-                               alpha2: float = 0.5) -> torch.Tensor:
+def occlusion_forward_backward(flow_fw: torch.Tensor, flow_bw: torch.Tensor, alpha1: float = FB_ALPHA1,
+                               alpha2: float = FB_ALPHA2) -> torch.Tensor:
     """``B×1×H×W``, 1 where the forward-backward check fails (occluded) [Sundaram et al. 2010; UnFlow]."""
     flow_bw_at_target, _ = flow_warp(flow_bw, flow_fw)
     mismatch = (flow_fw + flow_bw_at_target).square().sum(1, keepdim=True)
@@ -147,7 +157,7 @@ def occlusion_range_map(flow_bw: torch.Tensor) -> torch.Tensor:
 
 
 def occlusion_mask(flow_fw: torch.Tensor, flow_bw: torch.Tensor, method: OcclusionMethod = "range-map",
-                   alpha1: float = 0.01, alpha2: float = 0.5) -> torch.Tensor:
+                   alpha1: float = FB_ALPHA1, alpha2: float = FB_ALPHA2) -> torch.Tensor:
     """``B×1×H×W`` occlusion estimate of frame 1 (1 = occluded) by ``method``, without gradient."""
     with torch.no_grad():
         if method == "range-map":
@@ -288,6 +298,12 @@ def self_supervised_terms(image1: torch.Tensor, image2: torch.Tensor, flow_fw: t
         ``census``, ``smooth1``, ``smooth2``, ``distill`` (unweighted scalars) and ``total``
         (the weighted sum).
     """
+    sizes = check_shape("image1", image1, "B×3×H×W")
+    check_shape("image2", image2, "B×3×H×W", sizes)
+    check_shape("flow_fw", flow_fw, "B×2×H×W", sizes)
+    check_shape("flow_bw", flow_bw, "B×2×H×W", sizes)
+    crop_sizes = check_shape("crop_fw", crop_fw, "B×2×h×w", sizes)
+    check_shape("crop_bw", crop_bw, "B×2×h×w", crop_sizes)
     frames = torch.cat([image1, image2])
     others = torch.cat([image2, image1])
     flows = torch.cat([flow_fw, flow_bw])

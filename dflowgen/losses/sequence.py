@@ -15,6 +15,7 @@ from typing import Literal
 import torch
 
 from dflowgen.flow.metrics import end_point_error, flow_length
+from dflowgen.shapes import check_shape
 
 
 def sequence_loss(
@@ -47,8 +48,11 @@ def sequence_loss(
     """
     if len(flow_preds) == 0:
         raise ValueError("flow_preds is empty: need at least one iterate")
-    if flow_gt.ndim != 4 or flow_gt.shape[1] != 2:
-        raise ValueError(f"flow_gt must be B×2×H×W, got {tuple(flow_gt.shape)}")
+    sizes = check_shape("flow_gt", flow_gt, "B×2×H×W")
+    for index, flow_pred in enumerate(flow_preds):
+        check_shape(f"flow_preds[{index}]", flow_pred, "B×2×H×W", sizes)
+    if valid is not None:
+        check_shape("valid", valid, "B×H×W", sizes)
     if reduction not in ("mean", "none"):
         raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
     magnitude = flow_length(flow_gt)

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from dflowgen.assets import LayerBank
-from dflowgen.optimize.augment import CopyTransforms, augment_copies, draw_copy_transforms
+from dflowgen.optimize.copies import CopyTransforms, augment_copies, draw_copy_transforms
 from dflowgen.optimize.config import OptimizeConfig
 from dflowgen.optimize.objective import proxy_losses, task_loss
 from dflowgen.optimize.proxies import Proxies

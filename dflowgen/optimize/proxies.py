@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from dflowgen.errors import DflowgenError
+from dflowgen.models.modes import freeze
 from dflowgen.models.raft import MODEL_NAMES, load_raft
 from dflowgen.optimize.config import OptimizeConfig
 from dflowgen.weights import resolve_weights
@@ -25,16 +26,6 @@ class Proxies(NamedTuple):
 
     base: nn.Module
     target: nn.Module
-
-
-def freeze(model: nn.Module) -> nn.Module:
-    """Put ``model`` in eval mode with frozen BatchNorm and no parameter wanting gradients; returns it."""
-    model.eval()
-    freeze_bn = getattr(model, "freeze_bn", None)
-    if callable(freeze_bn):
-        freeze_bn()
-    model.requires_grad_(False)
-    return model
 
 
 def load_proxy(

@@ -16,14 +16,14 @@ import torch.nn.functional as F
 
 from dflowgen.render.config import RenderConfig
 from dflowgen.render.params import SceneParams
-from dflowgen.render.pipeline import anchor_field_nodes
+from dflowgen.render.scene import anchor_field_nodes
 from dflowgen.render.raster import BlockGrid
 
 
 def anchor_lattice(params: SceneParams, config: RenderConfig) -> torch.Tensor:
     """``B×rows×cols×2`` positions in frame 2 of the renderer's block-corner lattice of frame 1.
 
-    These nodes are the anchor field the renderer uses (``pipeline.anchor_field_nodes``).
+    These nodes are the anchor field the renderer uses (``scene.anchor_field_nodes``).
     """
     blocks = BlockGrid(config.height, config.width)
     rows, cols = blocks.lattice_shape()

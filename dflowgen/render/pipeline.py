@@ -35,7 +35,6 @@ change the flow.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -43,22 +42,16 @@ import torch
 import torch.nn.functional as F
 
 from dflowgen.assets import MASK_SIZE, LayerBank
-from dflowgen.errors import DflowgenError
 from dflowgen.render.compose import alpha_weights, softmax_weights
 from dflowgen.render.config import RenderConfig
-from dflowgen.render.effects import add_texture_noise, apply_fog, apply_motion_blur, blur_kernels, white_balance_gains
+from dflowgen.render.effects import add_texture_noise, apply_fog, apply_motion_blur, blur_kernels
 from dflowgen.render.params import SceneParams
 from dflowgen.render.raster import BlockGrid, Fragments, make_fragments, scatter_blocks
+from dflowgen.render.scene import Scene, anchor_field_nodes, build_scene
 from dflowgen.render.warp import (
-    Extent,
-    apply_projective,
-    bend_points,
     interpolate_nodes,
-    local_matrix,
     read_atlas,
     to_atlas,
-    warp_matrix,
-    warp_points,
 )
 
 VISIBLE_WEIGHT = 1e-5
@@ -86,69 +79,6 @@ class RenderOutput:
     valid: torch.Tensor
     occ: torch.Tensor
     effects: dict[str, torch.Tensor]
-
-
-@dataclass
-class _Scene:
-    """Per-layer quantities of a batch, flattened to ``B·N`` layers, with warp 1 on the canvas lattice."""
-
-    config: RenderConfig
-    blocks: BlockGrid
-    batch: int
-    slots: int
-    margin: int  # blocks of lattice beyond the window: warp 1 is known over the whole canvas
-    corner_weights: torch.Tensor  # s²×4 bilinear weights of a block's pixels on its corners
-    fields: dict[str, torch.Tensor]  # (B·N)×L×2 at the canvas lattice nodes, see _scene
-    mask_entry: torch.Tensor  # B·N
-    layer_bend: torch.Tensor  # B·N largest control-grid offset of warp 1 (px)
-    depth: torch.Tensor  # B·N
-    gains: torch.Tensor  # (B·N)×3
-    blurred: torch.Tensor  # B·N bool: in the motion-blur mask of a blurred sample
-    foreground: torch.Tensor  # B·N bool: active and not the background
-
-    @property
-    def num_blocks(self) -> int:
-        return self.batch * self.blocks.per_sample
-
-    @property
-    def num_layers(self) -> int:
-        return self.batch * self.slots
-
-    @property
-    def background(self) -> Fragments:
-        """Every block of every sample's background layer (slot 0), in block order."""
-        block = torch.arange(self.num_blocks, device=self.depth.device)
-        sample = torch.div(block, self.blocks.per_sample, rounding_mode="floor")
-        return Fragments(sample * self.slots, block, torch.zeros_like(block), block - sample * self.blocks.per_sample)
-
-    def inside_blocks(
-        self, nodes: torch.Tensor, entry: torch.Tensor, local_block: torch.Tensor, margin: int = 0
-    ) -> torch.Tensor:
-        """``n×s²×C`` values inside blocks, bilinear between the block corners of lattice ``entry``.
-
-        Args:
-            nodes: ``E×L×C`` values on the lattice extended by ``margin`` blocks.
-            entry, local_block: ``n`` which lattice and which block.
-
-        One matrix product ``weights @ corners`` for all fragments and channels at once.
-        """
-        count, lattice, channels = nodes.shape
-        rows = entry[:, None] * lattice + self.blocks.corner_nodes(nodes.device, margin).index_select(0, local_block)
-        corners = nodes.reshape(count * lattice, channels).index_select(0, rows.T.reshape(-1))
-        inside = self.corner_weights @ corners.reshape(4, -1)
-        return inside.reshape(self.corner_weights.shape[0], -1, channels).transpose(0, 1)
-
-    def node_grid(self, name: str) -> torch.Tensor:
-        """``(B·N)×2×rows×cols`` canvas-lattice values of a field, for :func:`interpolate_nodes`."""
-        rows, cols = self.blocks.lattice_shape(self.margin)
-        return self.fields[name].reshape(self.num_layers, rows, cols, 2).permute(0, 3, 1, 2)
-
-    def window_nodes(self, name: str) -> torch.Tensor:
-        """``(B·N)×L×2`` values of a field at the block corners of the output window."""
-        rows, cols = self.blocks.lattice_shape(self.margin)
-        inner = self.fields[name].reshape(self.num_layers, rows, cols, 2)
-        inner = inner[:, self.margin : rows - self.margin, self.margin : cols - self.margin]
-        return inner.reshape(self.num_layers, -1, 2)
 
 
 @dataclass
@@ -180,11 +110,11 @@ def render(params: SceneParams, bank: LayerBank, config: RenderConfig) -> Render
     learnable field of ``params`` (call ``params.requires_grad_()`` first).
 
     Raises:
-        DflowgenError: ``params`` were drawn for another image size or a larger bank.
+        ValueError: ``params`` were drawn for another image size or a larger bank.
     """
     _check_compatible(params, bank, config)
     bank = bank.to(params.device)
-    scene = _scene(params, bank, config)
+    scene = build_scene(params, bank, config)
     blocks = scene.blocks
     anchor_nodes = anchor_field_nodes(params, config, blocks)
     layer_shift = params.flow_translation.reshape(-1, 2)
@@ -214,106 +144,22 @@ def render(params: SceneParams, bank: LayerBank, config: RenderConfig) -> Render
     return RenderOutput(img1, img2, flow, valid[:, None].to(flow.dtype), occluded[:, None].to(flow.dtype), applied)
 
 
-def anchor_field_nodes(params: SceneParams, config: RenderConfig, blocks: BlockGrid) -> torch.Tensor:
-    """``B×P×2``: where the ``P`` block-corner lattice nodes of frame 1 lie in frame 2 under the anchor field ``A``.
-
-    The anchor field is evaluated exactly at these nodes and interpolated bilinearly in
-    between, so these nodes *are* the anchor field the renderer uses.
-    """
-    matrix = warp_matrix(
-        params.anchor_translation,
-        params.anchor_rotation,
-        params.anchor_scale,
-        params.anchor_corners,
-        config.width,
-        config.height,
-    )
-    lattice = blocks.lattice(params.dtype, params.device).expand(params.batch_size, -1, -1)
-    samples = torch.arange(params.batch_size, device=params.device)
-    return warp_points(lattice, matrix, params.anchor_grid, samples, canvas_extent(config))
-
-
-def canvas_extent(config: RenderConfig) -> Extent:
-    """Pixel extent (x0, y0, x1, y1) of the canvas: the output window plus its margin."""
-    margin = config.canvas_margin
-    return (-margin, -margin, config.width - 1 + margin, config.height - 1 + margin)
-
-
 def _check_compatible(params: SceneParams, bank: LayerBank, config: RenderConfig) -> None:
     size = tuple(params.noise.shape[-2:])
     if size != (config.height, config.width):
-        raise DflowgenError(
-            f"scene parameters are for {size[1]}×{size[0]} images "
+        raise ValueError(
+            f"params: scene parameters are for {size[1]}×{size[0]} images "
             f"but the render config is {config.width}×{config.height}"
         )
     image, mask = int(params.image_index.max()), int(params.mask_index.max())
     if image >= bank.num_images or mask >= bank.num_masks:
-        raise DflowgenError(
-            f"scene parameters use image {image} / mask {mask} but the layer bank has {bank.num_images} images and "
+        raise ValueError(
+            f"params: scene parameters use image {image} / mask {mask} but the layer bank has {bank.num_images} images and "
             f"{bank.num_masks} masks (fingerprint {bank.fingerprint[:12]}): use the bank they were drawn from"
         )
 
 
-def _placed(transform: torch.Tensor, affine: torch.Tensor) -> torch.Tensor:
-    """``G×3×3`` rows of ``placement ∘ transform`` for ``G×4`` axis-aligned placements (sx, sy, ox, oy)."""
-    affine = affine[:, :, None]
-    x_row = affine[:, 0] * transform[:, 0] + affine[:, 2] * transform[:, 2]
-    y_row = affine[:, 1] * transform[:, 1] + affine[:, 3] * transform[:, 2]
-    return torch.stack([x_row, y_row, transform[:, 2]], dim=1)
-
-
-def _scene(params: SceneParams, bank: LayerBank, config: RenderConfig) -> _Scene:
-    """Evaluate every layer's warp 1, followed by its placements, at the canvas lattice nodes.
-
-    Fields: "mask_pixels" (mask pixels, for culling), "mask" ([-1, 1] coordinates in the
-    layer's mask) and "image" (``grid_sample`` coordinates in the image atlas, clamped into
-    the layer's image at the nodes, which extends the image by its border).
-    """
-    dtype, device = params.dtype, params.device
-    blocks = BlockGrid(config.height, config.width)
-    margin = math.ceil(config.canvas_margin / blocks.size)
-    layers = params.batch_size * params.num_slots
-    transform = warp_matrix(
-        params.layer_translation,
-        params.layer_rotation,
-        params.layer_scale,
-        params.layer_corners,
-        config.width,
-        config.height,
-    ).flatten(0, 1)
-    layer_grid = params.layer_grid.flatten(0, 1)
-    nodes = blocks.lattice(dtype, device, margin).expand(layers, -1, -1)
-    bent = bend_points(nodes, layer_grid, torch.arange(layers, device=device), canvas_extent(config))
-
-    image_width, image_height = bank.image_size
-    mask_rows = _placed(transform, params.mask_affine.reshape(-1, 4))
-    image_placement = _placed(transform, params.image_affine.reshape(-1, 4))
-    image_rows = local_matrix(image_width, image_height, dtype, device) @ image_placement
-    image_local = apply_projective(bent, image_rows)
-    fields = {
-        "mask_pixels": apply_projective(bent, mask_rows),
-        "mask": apply_projective(bent, local_matrix(MASK_SIZE, MASK_SIZE, dtype, device) @ mask_rows),
-        "image": to_atlas(image_local, params.image_index.reshape(-1), bank.image_atlas, image_height),
-    }
-    slot = torch.arange(params.num_slots, device=device).repeat(params.batch_size)
-    return _Scene(
-        config=config,
-        blocks=blocks,
-        batch=params.batch_size,
-        slots=params.num_slots,
-        margin=margin,
-        corner_weights=blocks.corner_weights(dtype, device),
-        fields=fields,
-        mask_entry=params.mask_index.reshape(-1).clamp_min(0),
-        layer_bend=layer_grid.detach().abs().amax(dim=(1, 2, 3)),
-        depth=params.depth.reshape(-1),
-        gains=white_balance_gains(params.white_balance, params.white_balance_on).reshape(-1, 3),
-        blurred=(params.blur_layers & params.blur_on[:, None]).reshape(-1),
-        foreground=params.layer_active.reshape(-1) & (slot > 0),
-    )
-
-
-def _frame2_view(scene: _Scene) -> _View:
+def _frame2_view(scene: Scene) -> _View:
     """Frame 2 reads layer ``l`` at ``G_l(q)``: bilinear inside each block between its corner nodes."""
 
     def coordinates(fragments: Fragments, name: str) -> torch.Tensor:
@@ -323,7 +169,7 @@ def _frame2_view(scene: _Scene) -> _View:
     return _View(scene.window_nodes("mask_pixels"), torch.ones_like(scene.depth), coordinates)
 
 
-def _frame1_view(scene: _Scene, anchor_nodes: torch.Tensor, layer_shift: torch.Tensor) -> _View:
+def _frame1_view(scene: Scene, anchor_nodes: torch.Tensor, layer_shift: torch.Tensor) -> _View:
     """Frame 1 reads layer ``l`` at ``G_l(A(p) + D_l)``: ``A`` bilinear in blocks, ``G_l`` looked up there."""
     extent = scene.blocks.lattice_extent(scene.margin)
 
@@ -343,7 +189,7 @@ def _frame1_view(scene: _Scene, anchor_nodes: torch.Tensor, layer_shift: torch.T
     return _View(corners, slack, coordinates)
 
 
-def _compose_frame(scene: _Scene, bank: LayerBank, view: _View) -> _Frame:
+def _compose_frame(scene: Scene, bank: LayerBank, view: _View) -> _Frame:
     """Cull, mask, weigh, texture and sum the layers of one frame."""
     blocks, num_blocks, background = scene.blocks, scene.num_blocks, scene.background
     with torch.no_grad():
@@ -383,13 +229,13 @@ def _compose_frame(scene: _Scene, bank: LayerBank, view: _View) -> _Frame:
     return _Frame(background_weight, fragments, weights, image, blur_mask, pure_slot.round().long() - 1)
 
 
-def _texture(scene: _Scene, bank: LayerBank, coords: torch.Tensor, layer: torch.Tensor) -> torch.Tensor:
+def _texture(scene: Scene, bank: LayerBank, coords: torch.Tensor, layer: torch.Tensor) -> torch.Tensor:
     """``3×n×s²`` white-balanced colour of layers ``layer`` (``n``) read at image-atlas ``coords``."""
     colour = read_atlas(bank.image_atlas, coords)
     return colour * scene.gains.index_select(0, layer).T[:, :, None]
 
 
-def _layer_shift(scene: _Scene, frame1: _Frame, layer_shift: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _layer_shift(scene: Scene, frame1: _Frame, layer_shift: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Blocked ``2×(B·nb)×s²`` translation ``D`` of each pixel's majority layer in frame 1, and
     the blocked ``(B·nb)×s²`` bool map of the pixels that have one.
 

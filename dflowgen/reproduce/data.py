@@ -12,7 +12,7 @@ from torch.utils.data import Dataset
 from dflowgen.data.scaled import ScaledPairs
 from dflowgen.data.spec import open_spec
 from dflowgen.errors import DflowgenError
-from dflowgen.reproduce.config import ReproduceConfig
+from dflowgen.recipes.reproduce import ReproduceConfig
 from dflowgen.weights import resolve_weights
 
 # ../shared/data beside the repository, as the tests' ``shared_data`` fixture finds it.

@@ -34,13 +34,16 @@ from dflowgen.devices import resolve_device
 from dflowgen.errors import DflowgenError
 from dflowgen.evaluate import evaluate
 from dflowgen.files import atomic_write_bytes, file_sha256
-from dflowgen.generate import EXECUTION_KEYS, check_output_path, existing_header, generate_set, header_differences, set_header
-from dflowgen.inspect import set_statistics
+from dflowgen.data.sets import check_output_path, existing_header
+from dflowgen.generate import EXECUTION_KEYS, generate_set, header_differences, set_header
+from dflowgen.data.statistics import set_statistics
 from dflowgen.models.raft import load_raft
 from dflowgen.optimize.proxies import Proxies, load_proxies
-from dflowgen.recipes import Recipe, flatten_keys, recipe_to_toml, to_dict, with_overrides
+from dflowgen.fields import flatten_keys, to_dict
+from dflowgen.recipes import Recipe, recipe_to_toml, with_overrides
 from dflowgen.reproduce.data import SintelSplit, data_root, find_weights, flow_magnitudes
-from dflowgen.reproduce.report import HISTOGRAM_BINS, Report, write_report
+from dflowgen.reproduce.plots import HISTOGRAM_BINS
+from dflowgen.reproduce.report import Report, write_report
 from dflowgen.reproduce.stages import ExperimentSummary, StageRunner, digest, finish_training, read_log
 from dflowgen.train.config import TrainConfig
 from dflowgen.train.data import DataSource

@@ -19,7 +19,7 @@ from typing import Any
 
 from dflowgen.errors import DflowgenError
 from dflowgen.files import atomic_write_bytes
-from dflowgen.recipes import flatten_keys
+from dflowgen.fields import flatten_keys
 from dflowgen.train.checkpoint import LAST_NAME, load_checkpoint
 from dflowgen.train.config import TrainConfig
 from dflowgen.train.data import DataSource

@@ -4,5 +4,5 @@
 (scoring one λ), ``run`` (the study and its workers), ``report`` (outputs and the report).
 
 This package imports nothing at load time, so :mod:`dflowgen.recipes` imports
-:mod:`dflowgen.search.config` without a cycle.
+:mod:`dflowgen.recipes.search` without a cycle.
 """

@@ -22,10 +22,10 @@ from torch.utils.data import Dataset
 
 from dflowgen.assets import LayerBank
 from dflowgen.data.sample import FlowPair
-from dflowgen.generate import render_batch
+from dflowgen.data.batches import render_batch
 from dflowgen.models.raft import load_raft
 from dflowgen.recipes import Recipe, recipe_to_toml
-from dflowgen.search.config import SearchConfig
+from dflowgen.recipes.search import SearchConfig
 from dflowgen.search.target import TargetSet, score_model
 from dflowgen.train.data import DataSource
 from dflowgen.train.trainer import train

@@ -36,7 +36,8 @@ from optuna.trial import TrialState
 from dflowgen.errors import DflowgenError
 from dflowgen.figures import new_figure, save_png
 from dflowgen.files import atomic_write_bytes
-from dflowgen.recipes import Recipe, flatten_keys, recipe_to_toml, to_dict, with_overrides
+from dflowgen.fields import flatten_keys, to_dict
+from dflowgen.recipes import Recipe, recipe_to_toml, with_overrides
 from dflowgen.search.evolution import EvolutionSampler
 
 CANDIDATES_CSV = "candidates.csv"

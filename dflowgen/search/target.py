@@ -21,7 +21,9 @@ from torch import nn
 
 from dflowgen.data.spec import open_spec
 from dflowgen.errors import DflowgenError
-from dflowgen.evaluate import PairResult, aggregate, predict_flow
+from dflowgen.evaluate import PairResult, aggregate
+from dflowgen.models.inference import predict_flow
+from dflowgen.models.modes import eval_mode
 from dflowgen.flow.metrics import flow_metrics
 from dflowgen.losses.selfsup import SelfSupervisedLossConfig, distillation_crop, self_supervised_terms
 
@@ -102,12 +104,10 @@ def _to_full_size(flow: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 def score_model(model: nn.Module, target: TargetSet, iters: int, loss_config: SelfSupervisedLossConfig,
                 device: torch.device) -> TargetScore:
     """Measure ``model`` (RAFT-like, test mode) on every target pair; self-supervised terms are means over pairs."""
-    modes = {module: module.training for module in model.modules()}
-    model.eval()
     pad_mode = "kitti" if target.sparse else "sintel"
     sums: dict[str, float] = {}
     results = []
-    try:
+    with eval_mode(model):
         for pair in target.pairs:
             img1, img2 = pair.img1.to(device), pair.img2.to(device)
             both = predict_flow(model, torch.cat([img1, img2]), torch.cat([img2, img1]), iters, pad_mode)
@@ -125,9 +125,6 @@ def score_model(model: nn.Module, target: TargetSet, iters: int, loss_config: Se
                 if pixels:
                     metrics = flow_metrics(flow, flow_gt, valid)
                     results.append(PairResult(pair.name, metrics.pop("epe"), metrics, pixels))
-    finally:
-        for module, training in modes.items():
-            module.training = training
     selfsup = {name: value / len(target.pairs) for name, value in sums.items()}
     aepe = aggregate(results)["epe"] if target.labelled and results else None
     return TargetScore(selfsup, aepe)

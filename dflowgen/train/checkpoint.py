@@ -17,10 +17,7 @@ so :func:`dflowgen.models.raft.load_raft` loads it as weights (keys ``model`` an
 
 from __future__ import annotations
 
-import os
 import random
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +25,7 @@ import numpy as np
 import torch
 
 from dflowgen.errors import DflowgenError
+from dflowgen.files import atomic_copy, atomic_writer
 
 CHECKPOINT_FORMAT = "dflowgen-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -40,37 +38,9 @@ def step_name(step: int) -> str:
 
 
 def atomic_save(obj: Any, path: str | Path) -> None:
-    """``torch.save`` to a temporary file beside ``path``, flushed to disk, then renamed over it.
-
-    A reader sees the old file or the new one, never half of one; a failed write leaves
-    no temporary file behind.
-    """
-    path = Path(path)
-    descriptor, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            torch.save(obj, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
-
-
-def _atomic_copy(source: Path, target: Path) -> None:
-    """Make ``target`` a copy of ``source`` atomically (a hard link where the filesystem allows)."""
-    temp_name = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    temp_name.unlink(missing_ok=True)
-    try:
-        try:
-            os.link(source, temp_name)
-        except OSError:
-            shutil.copyfile(source, temp_name)
-        os.replace(temp_name, target)
-    except BaseException:
-        temp_name.unlink(missing_ok=True)
-        raise
+    """``torch.save`` to ``path`` atomically (see :func:`dflowgen.files.atomic_writer`)."""
+    with atomic_writer(Path(path)) as stream:
+        torch.save(obj, stream)
 
 
 def save_checkpoint(state: dict[str, Any], out_dir: str | Path) -> Path:
@@ -78,7 +48,7 @@ def save_checkpoint(state: dict[str, Any], out_dir: str | Path) -> Path:
     out_dir = Path(out_dir)
     numbered = out_dir / step_name(int(state["step"]))
     atomic_save({"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, **state}, numbered)
-    _atomic_copy(numbered, out_dir / LAST_NAME)
+    atomic_copy(numbered, out_dir / LAST_NAME)
     return numbered
 
 

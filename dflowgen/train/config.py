@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from dflowgen.fields import check_non_negative, check_positive, check_probability, nested
-from dflowgen.losses.selfsup import SelfSupervisedLossConfig
+from dflowgen.losses.selfsup import FB_ALPHA1, FB_ALPHA2, SelfSupervisedLossConfig
 
 TrainMode = Literal["supervised", "self-supervised", "pseudo-label", "distill"]
 TRAIN_MODES: tuple[TrainMode, ...] = ("supervised", "self-supervised", "pseudo-label", "distill")
@@ -52,7 +52,7 @@ class AugmentConfig:
 
 @dataclass(frozen=True)
 class JitterConfig:
-    """Colour jitter of a network's *input* in the label-free modes (:mod:`dflowgen.train.jitter`).
+    """Colour jitter of a network's *input* in the label-free modes (:mod:`dflowgen.train.labelfree.jitter`).
 
     Per sample: brightness and contrast factors in ``1 ± brightness``/``1 ± contrast``, saturation in
     ``1 ± saturation``, a hue shift of ``± hue`` of the colour circle; the second frame gets its own
@@ -109,13 +109,13 @@ class PseudoLabelConfig:
     ``[train]`` sequence loss and augmentation, plus ``contrastive_weight`` × an InfoNCE loss between
     its 1/8 feature vectors of frame 1 and those of frame 2 read at the labelled positions
     (``num_anchors`` anchors per sample, temperature ``temperature``; see
-    :mod:`dflowgen.train.contrastive`). Every ``refresh_every`` steps (0: never) the student,
+    :mod:`dflowgen.train.labelfree.contrastive`). Every ``refresh_every`` steps (0: never) the student,
     as it is then, labels the frames again.
     """
 
     label_iters: int = 12
-    fb_alpha1: float = 0.01
-    fb_alpha2: float = 0.5
+    fb_alpha1: float = FB_ALPHA1
+    fb_alpha2: float = FB_ALPHA2
     refresh_every: int = 0
     contrastive_weight: float = 0.1
     temperature: float = 0.07
@@ -184,8 +184,8 @@ class DistillConfig:
     """
 
     teacher_iters: int = 12
-    fb_alpha1: float = 0.01
-    fb_alpha2: float = 0.5
+    fb_alpha1: float = FB_ALPHA1
+    fb_alpha2: float = FB_ALPHA2
     selfsup_weight: float = 0.1
     swap_every: int = 0
     augment: StrongAugmentConfig = nested(StrongAugmentConfig)

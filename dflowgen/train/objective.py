@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from dflowgen.models.modes import freeze
 from dflowgen.models.raft import build_raft, load_raft
 
 
@@ -64,21 +65,4 @@ def network_from_state(state: dict[str, Any], device: torch.device, mixed_precis
 def frozen_network(weights: str | Path, device: torch.device, mixed_precision: bool = False) -> nn.Module:
     """A network loaded from a checkpoint file (architecture inferred), on ``device``, not trainable, eval mode."""
     model = load_raft(weights, mixed_precision=mixed_precision, map_location=device)
-    return model.to(device).eval().requires_grad_(False)
-
-
-class EvalMode:
-    """Inside the block ``model`` is in eval mode; every module gets its own training flag back after."""
-
-    def __init__(self, model: nn.Module) -> None:
-        self.model = model
-        self.modes: dict[nn.Module, bool] = {}
-
-    def __enter__(self) -> nn.Module:
-        self.modes = {module: module.training for module in self.model.modules()}
-        self.model.eval()
-        return self.model
-
-    def __exit__(self, *_exc: object) -> None:
-        for module, training in self.modes.items():
-            module.training = training
+    return freeze(model.to(device))

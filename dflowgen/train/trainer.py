@@ -8,8 +8,8 @@ not, so the learning rate is a function of the step alone. ``max_nonfinite`` ski
 in a row stop the run with a :class:`DflowgenError`; the last checkpoint stays untouched.
 
 Modes (``train.mode``): ``supervised`` (the official recipe, sequence loss on ``--data``),
-``self-supervised`` (:mod:`dflowgen.train.selfsup`), ``pseudo-label``
-(:mod:`dflowgen.train.pseudo`) and ``distill`` (:mod:`dflowgen.train.distill`), the last
+``self-supervised`` (:mod:`dflowgen.train.labelfree.self_supervised`), ``pseudo-label``
+(:mod:`dflowgen.train.labelfree.pseudo_label`) and ``distill`` (:mod:`dflowgen.train.labelfree.distill`), the last
 three learning from unlabelled ``frames``. The label-free modes run on one process.
 
 The main process writes ``log.jsonl`` and checkpoints (``step_NNNNNNN.pth`` and
@@ -44,7 +44,7 @@ from dflowgen import __version__
 from dflowgen.errors import DflowgenError
 from dflowgen.losses.sequence import sequence_loss
 from dflowgen.models.raft import build_raft, load_raft
-from dflowgen.recipes import flatten_keys, to_dict
+from dflowgen.fields import flatten_keys, to_dict
 from dflowgen.seeding import sample_generator
 from dflowgen.train.checkpoint import (
     LAST_NAME,
@@ -56,13 +56,13 @@ from dflowgen.train.checkpoint import (
 )
 from dflowgen.train.config import BOOKKEEPING_FIELDS, TrainConfig
 from dflowgen.train.data import DataSource, StepBatches, TrainingMix
-from dflowgen.train.distill import DistillObjective
+from dflowgen.train.labelfree.distill import DistillObjective
 from dflowgen.train.distributed import DistContext, init_distributed, mean_across, shutdown_distributed
 from dflowgen.train.log import METRIC_KEYS, IntervalLog, trim_log
 from dflowgen.train.objective import Objective, frozen_network, network_from_state, network_state
-from dflowgen.train.pseudo import PseudoLabelObjective
+from dflowgen.train.labelfree.pseudo_label import PseudoLabelObjective
 from dflowgen.train.schedule import make_optimizer, make_scheduler
-from dflowgen.train.selfsup import SelfSupervisedObjective
+from dflowgen.train.labelfree.self_supervised import SelfSupervisedObjective
 from dflowgen.weights import resolve_weights
 
 LOG_NAME = "log.jsonl"

@@ -15,9 +15,23 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dflowgen.models.raft.corr import CORR_KINDS, AllPairsCorrelation, CorrKind, coords_grid, make_correlation
+from dflowgen.models.raft.corr import (
+    CORR_KINDS,
+    AllPairsCorrelation,
+    CorrKind,
+    coords_grid,
+    make_correlation,
+)
 from dflowgen.models.raft.encoder import BottleneckBlock, FeatureEncoder, ResidualBlock
-from dflowgen.models.raft.update import ConvGRU, FlowHead, MaskPredictor, MotionEncoder, UpdateBlock, sep_conv_gru
+from dflowgen.models.raft.update import (
+    ConvGRU,
+    FlowHead,
+    MaskPredictor,
+    MotionEncoder,
+    UpdateBlock,
+    sep_conv_gru,
+)
+from dflowgen.shapes import check_shape
 
 ModelName = Literal["raft", "raft-small"]
 MODEL_NAMES: tuple[ModelName, ...] = ("raft", "raft-small")
@@ -47,10 +61,7 @@ def bilinear_upsample(flow: torch.Tensor, factor: int = 8) -> torch.Tensor:
 
 
 def _check_images(image1: torch.Tensor, image2: torch.Tensor) -> None:
-    if image1.ndim != 4 or image1.shape[1] != 3:
-        raise ValueError(f"image1 must be B×3×H×W, got shape {tuple(image1.shape)}")
-    if image2.shape != image1.shape:
-        raise ValueError(f"image2 must have image1's shape {tuple(image1.shape)}, got {tuple(image2.shape)}")
+    check_shape("image2", image2, "B×3×H×W", check_shape("image1", image1, "B×3×H×W"))
     if image1.shape[2] % 8 or image1.shape[3] % 8:
         raise ValueError(
             f"image height and width must be multiples of 8 (use InputPadder), got {tuple(image1.shape[2:])}"

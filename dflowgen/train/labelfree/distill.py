@@ -2,7 +2,7 @@
 
 Each step the teacher predicts both directions of the (weakly augmented) training crop; its
 forward-backward consistent pixels are its reliable knowledge. The student sees a strongly
-augmented view of the pair (:mod:`dflowgen.train.strong_augment`: zoom, rotation, flips,
+augmented view of the pair (:mod:`dflowgen.train.labelfree.strong_augment`: zoom, rotation, flips,
 relative motion, colour jitter, erased boxes) and is supervised in both directions by the
 teacher's flow carried exactly into that view, on reliable pixels only (RAFT's sequence
 loss), plus a small census + smoothness term on its own last iterate (MDFlow's extra
@@ -20,10 +20,11 @@ from torch import nn
 from dflowgen.losses.sequence import sequence_loss
 from dflowgen.seeding import sample_generator
 from dflowgen.train.config import TrainConfig
-from dflowgen.train.objective import EvalMode, Objective
-from dflowgen.train.pseudo import consistency_mask
-from dflowgen.train.selfsup import photometric_terms
-from dflowgen.train.strong_augment import strong_augment
+from dflowgen.models.modes import eval_mode
+from dflowgen.train.objective import Objective
+from dflowgen.train.labelfree.pseudo_label import consistency_mask
+from dflowgen.train.labelfree.self_supervised import photometric_terms
+from dflowgen.train.labelfree.strong_augment import strong_augment
 
 
 class DistillObjective(Objective):
@@ -48,7 +49,7 @@ class DistillObjective(Objective):
     def _teach(self, teacher: nn.Module, image1: torch.Tensor, image2: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """The teacher's forward and backward flows (``B×2×H×W``) and their 0/1 confidences (``B×1×H×W``)."""
         distill = self.config.distill
-        with EvalMode(teacher):
+        with eval_mode(teacher):
             _, both = teacher(torch.cat([image1, image2]), torch.cat([image2, image1]), iters=distill.teacher_iters,
                               test_mode=True)
         flow_fw, flow_bw = both.float().chunk(2)

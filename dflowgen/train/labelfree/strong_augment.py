@@ -24,7 +24,7 @@ from kornia.geometry import create_meshgrid
 from kornia.geometry.transform import remap
 
 from dflowgen.train.config import StrongAugmentConfig
-from dflowgen.train.jitter import jitter_pair
+from dflowgen.train.labelfree.jitter import jitter_pair
 
 # A view pixel's label is kept only where every source pixel it interpolates is confident.
 _CONFIDENT = 1.0 - 1e-3

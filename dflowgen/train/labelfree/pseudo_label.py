@@ -19,20 +19,21 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from dflowgen.data.sample import FlowPair
-from dflowgen.evaluate import predict_flow
+from dflowgen.models.inference import model_device, predict_flow
 from dflowgen.flow.metrics import flow_length
-from dflowgen.losses.selfsup import flow_warp, occlusion_mask
+from dflowgen.losses.selfsup import FB_ALPHA1, FB_ALPHA2, flow_warp, occlusion_mask
 from dflowgen.losses.sequence import sequence_loss
 from dflowgen.seeding import sample_generator
 from dflowgen.train.config import TrainConfig
-from dflowgen.train.contrastive import contrastive_flow_loss, tap_features
+from dflowgen.train.labelfree.contrastive import contrastive_flow_loss, tap_features
 from dflowgen.train.data import DataSource
 from dflowgen.train.log import METRIC_KEYS
-from dflowgen.train.objective import EvalMode, Objective, network_from_state, network_state
+from dflowgen.models.modes import eval_mode
+from dflowgen.train.objective import Objective, network_from_state, network_state
 
 
-def consistency_mask(flow_fw: torch.Tensor, flow_bw: torch.Tensor, alpha1: float = 0.01,
-                     alpha2: float = 0.5) -> torch.Tensor:
+def consistency_mask(flow_fw: torch.Tensor, flow_bw: torch.Tensor, alpha1: float = FB_ALPHA1,
+                     alpha2: float = FB_ALPHA2) -> torch.Tensor:
     """``B×1×H×W`` float 0/1: 1 where ``flow_fw`` (``B×2×H×W``) is forward-backward consistent.
 
     A pixel ``p`` is kept when ``|F_fw(p) + F_bw(p + F_fw(p))|² <= alpha1·(|F_fw|² + |F_bw(p + F_fw)|²) + alpha2``
@@ -61,16 +62,16 @@ class PairLabels:
 
 
 @torch.inference_mode()
-def label_pairs(model: nn.Module, dataset: Dataset, iters: int, alpha1: float = 0.01, alpha2: float = 0.5,
+def label_pairs(model: nn.Module, dataset: Dataset, iters: int, alpha1: float = FB_ALPHA1, alpha2: float = FB_ALPHA2,
                 device: torch.device | str | None = None, progress: bool = False) -> PairLabels:
     """``model``'s consistent flow for every pair of ``dataset`` (FlowPair items; their own flow is ignored).
 
     Each pair is run at full size (padded to /8) in both directions as one batch of two, with
     ``iters`` GRU iterations in eval mode; every module gets its training flag back afterwards.
     """
-    device = torch.device(device) if device is not None else next(model.parameters()).device
+    device = torch.device(device) if device is not None else model_device(model)
     flows, valids = [], []
-    with EvalMode(model):
+    with eval_mode(model):
         for index in tqdm(range(len(dataset)), desc="label", unit="pair", dynamic_ncols=True, leave=False,
                           disable=not progress or not sys.stderr.isatty()):
             pair = dataset[index]

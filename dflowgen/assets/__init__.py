@@ -24,7 +24,6 @@ texture.
 from __future__ import annotations
 
 import hashlib
-import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,20 +31,14 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageDraw
+from PIL import Image
 
+from dflowgen.assets.masks import MASK_SIZE, Mask
+from dflowgen.assets.procedural import PROCEDURAL_SEED, PROCEDURAL_VERSION, cut_mask, procedural_masks, procedural_textures
 from dflowgen.errors import DflowgenError
-
-MASK_SIZE = 128
-"""Side of the square every mask is stored at (its aspect ratio is kept separately)."""
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".webp", ".tif", ".tiff")
 MASK_SUFFIX = "_mask"
-PROCEDURAL_VERSION = "procedural-v1"
-"""Bump when procedural generation changes, so fingerprints of old shards stop matching."""
-
-_PROCEDURAL_SEED = 20240521
-_SUPERSAMPLE = 2
 
 
 @dataclass
@@ -159,7 +152,7 @@ class LayerBank:
 
 def bundled_assets_dir() -> Path:
     """``layers_assets/`` of the source tree, or of an installed copy."""
-    source_tree = Path(__file__).resolve().parents[1] / "layers_assets"
+    source_tree = Path(__file__).resolve().parents[2] / "layers_assets"
     installed = Path(sys.prefix) / "share" / "dflowgen" / "layers_assets"
     for folder in (source_tree, installed):
         if folder.is_dir():
@@ -167,23 +160,19 @@ def bundled_assets_dir() -> Path:
     raise DflowgenError("the bundled layers_assets/ folder is missing from this installation; pass a folder of images")
 
 
-def load_layer_bank(folder: str | Path | None = None, size: tuple[int, int] | None = None) -> LayerBank:
+def load_layer_bank(folder: str | Path | None = None, *, size: tuple[int, int]) -> LayerBank:
     """Load a layer bank; images are resized to ``size`` = (W, H) by scaling to cover and centre-cropping.
 
     Args:
         folder: ``None`` for the bundled assets plus procedural layers, else a folder of
             images (and optional ``name_mask.png`` masks, see the module notes).
-        size: (W, H) of the stored images; default ``RenderConfig().canvas_size``. Any size
-            renders; one at least the render canvas keeps full detail.
+        size: (W, H) of the stored images, usually the recipe's ``render.canvas_size``. Any
+            size renders; one at least the render canvas keeps full detail.
 
     Raises:
         DflowgenError: a missing, empty or unreadable folder, or an unreadable image or mask,
             naming the file.
     """
-    if size is None:
-        from dflowgen.render.config import RenderConfig
-
-        size = RenderConfig().canvas_size
     width, height = int(size[0]), int(size[1])
     if width < 8 or height < 8:
         raise DflowgenError(f"layer bank size must be at least 8×8, got {width}×{height}")
@@ -196,7 +185,7 @@ def load_layer_bank(folder: str | Path | None = None, size: tuple[int, int] | No
     hasher = hashlib.sha256(f"dflowgen-layer-bank-v1 {width}x{height} mask{MASK_SIZE}".encode())
     images: list[torch.Tensor] = []
     image_names: list[str] = []
-    masks: list[_Mask] = []
+    masks: list[Mask] = []
     for path in image_paths:
         hasher.update(_file_digest(path, source_dir))
         image, transform = _read_image(path, width, height)
@@ -207,22 +196,22 @@ def load_layer_bank(folder: str | Path | None = None, size: tuple[int, int] | No
         if mask_path is not None:
             hasher.update(_file_digest(mask_path, source_dir))
             raw = _read_mask(mask_path, expected_size=Image.open(path).size)
-            masks.append(_Mask.from_array(raw, mask_path.name, image_index=index, pixel_transform=transform))
+            masks.append(Mask.from_array(raw, mask_path.name, image_index=index, pixel_transform=transform))
     for path in free_masks:
         hasher.update(_file_digest(path, source_dir))
-        masks.append(_Mask.from_array(_read_mask(path), path.name))
+        masks.append(Mask.from_array(_read_mask(path), path.name))
 
     user_masks = bool(paired_masks or free_masks) and not bundled
     if not user_masks:
         hasher.update(PROCEDURAL_VERSION.encode())
-        generator = torch.Generator().manual_seed(_PROCEDURAL_SEED)
+        generator = torch.Generator().manual_seed(PROCEDURAL_SEED)
         for index, image in enumerate(list(images)):
-            cut = _cut_mask(image, generator)
+            cut = cut_mask(image, generator)
             if cut is not None:
-                masks.append(_Mask.from_array(cut, f"cut:{image_names[index]}", image_index=index))
-        masks.extend(_procedural_masks(generator))
+                masks.append(Mask.from_array(cut, f"cut:{image_names[index]}", image_index=index))
+        masks.extend(procedural_masks(generator))
     if bundled:
-        textures = _procedural_textures(width, height, torch.Generator().manual_seed(_PROCEDURAL_SEED + 1))
+        textures = procedural_textures(width, height, torch.Generator().manual_seed(PROCEDURAL_SEED + 1))
         for name, texture in textures:
             images.append(texture)
             image_names.append(name)
@@ -316,141 +305,3 @@ def _read_mask(path: Path, expected_size: tuple[int, int] | None = None) -> np.n
     if not (array > 0.5).any():
         raise DflowgenError(f"mask {path} is empty (no pixel above half intensity)")
     return array
-
-
-@dataclass
-class _Mask:
-    pixels: torch.Tensor  # S×S
-    aspect: float
-    name: str
-    image_index: int
-    to_image: tuple[float, float, float, float]
-
-    @classmethod
-    def from_array(
-        cls,
-        array: np.ndarray,
-        name: str,
-        image_index: int = -1,
-        pixel_transform: tuple[float, float, float, float] = (1.0, 1.0, 0.0, 0.0),
-    ) -> _Mask:
-        """Crop ``array`` (H×W in [0, 1]) to its object, pad one zero pixel, resize to S×S.
-
-        ``pixel_transform`` (kx, ky, bx, by) maps the array's pixels to the paired image's
-        bank pixels; the result's ``to_image`` maps stored mask pixels there.
-        """
-        rows = np.flatnonzero(array.max(axis=1) > 0.0)
-        cols = np.flatnonzero(array.max(axis=0) > 0.0)
-        y0, y1, x0, x1 = rows[0] - 1, rows[-1] + 2, cols[0] - 1, cols[-1] + 2
-        padded = np.zeros((y1 - y0, x1 - x0), dtype=np.float32)
-        src = array[max(y0, 0) : y1, max(x0, 0) : x1]
-        padded[max(-y0, 0) : max(-y0, 0) + src.shape[0], max(-x0, 0) : max(-x0, 0) + src.shape[1]] = src
-        ph, pw = padded.shape
-        resized = np.asarray(Image.fromarray(padded, mode="F").resize((MASK_SIZE, MASK_SIZE), Image.BILINEAR))
-        pixels = torch.from_numpy(np.clip(resized, 0.0, 1.0).astype(np.float32))
-        pixels[0, :] = pixels[-1, :] = pixels[:, 0] = pixels[:, -1] = 0.0
-        # Stored pixel centre u sits at array pixel x0 + (u + 0.5)·pw/S − 0.5, then the image map.
-        kx, ky, bx, by = pixel_transform
-        ax, ay = pw / MASK_SIZE, ph / MASK_SIZE
-        cx, cy = x0 + 0.5 * ax - 0.5, y0 + 0.5 * ay - 0.5
-        to_image = (kx * ax, ky * ay, kx * cx + bx, ky * cy + by)
-        return cls(pixels, (x1 - x0) / (y1 - y0), name, image_index, to_image)
-
-
-def _smooth_noise(
-    generator: torch.Generator, height: int, width: int, octaves: int, base: int = 2, channels: int = 1
-) -> torch.Tensor:
-    """``channels×H×W`` multi-octave value noise in about [-1, 1] (each octave half the last)."""
-    total = torch.zeros(1, channels, height, width)
-    for octave in range(octaves):
-        cells = base * 2**octave
-        coarse = torch.rand(1, channels, cells + 1, cells + 1, generator=generator) * 2 - 1
-        total += F.interpolate(coarse, size=(height, width), mode="bicubic", align_corners=True) / 2**octave
-    return total[0] / (2 - 2 ** (1 - octaves))
-
-
-def _cut_mask(image: torch.Tensor, generator: torch.Generator) -> np.ndarray | None:
-    """An object-like mask cut from ``image`` (3×H×W): bright or dark smooth regions in an ellipse."""
-    gray = image.mean(0)[None, None]
-    h, w = gray.shape[-2:]
-    smooth = F.avg_pool2d(F.interpolate(gray, scale_factor=0.25, mode="area"), 5, 1, 2, count_include_pad=False)
-    smooth = F.interpolate(smooth, size=(h, w), mode="bilinear", align_corners=False)[0, 0]
-    ys, xs = torch.meshgrid(torch.linspace(-1, 1, h), torch.linspace(-1, 1, w), indexing="ij")
-    radius = float(torch.empty(1).uniform_(0.45, 0.8, generator=generator))
-    window = (xs / radius) ** 2 + (ys / radius) ** 2 <= 1.0
-    threshold = smooth[window].median()
-    keep_bright = bool(torch.rand(1, generator=generator) < 0.5)
-    mask = (smooth > threshold) if keep_bright else (smooth <= threshold)
-    mask = (mask & window).float()
-    fill = float(mask.sum() / window.sum())
-    if not 0.15 <= fill <= 0.85:
-        return None
-    return mask.numpy()
-
-
-def _procedural_masks(generator: torch.Generator) -> list[_Mask]:
-    """Blobs, star polygons and ellipses, drawn at twice the size and averaged down (soft edges)."""
-    big = _SUPERSAMPLE * MASK_SIZE
-    masks = []
-    for i in range(8):
-        aspect = float(torch.empty(1).uniform_(0.6, 1.6, generator=generator))
-        noise = _smooth_noise(generator, big, big, octaves=3, base=2)[0]
-        ys, xs = torch.meshgrid(torch.linspace(-1, 1, big), torch.linspace(-1, 1, big), indexing="ij")
-        envelope = 1.0 - (xs * min(aspect, 1.0)) ** 2 - (ys / max(aspect, 1.0)) ** 2
-        inside = envelope + 0.45 * noise > 0.25
-        masks.append(_Mask.from_array(_downsample(inside.float().numpy()), f"blob:{i}"))
-    for i in range(8):
-        vertices = int(torch.randint(5, 13, (1,), generator=generator))
-        angles = torch.sort(torch.rand(vertices, generator=generator) * 2 * math.pi).values.tolist()
-        radii = (0.35 + 0.6 * torch.rand(vertices, generator=generator)).tolist()
-        canvas = Image.new("L", (big, big), 0)
-        points = [(big / 2 * (1 + r * math.cos(a)), big / 2 * (1 + r * math.sin(a))) for a, r in zip(angles, radii)]
-        ImageDraw.Draw(canvas).polygon(points, fill=255)
-        masks.append(_Mask.from_array(_downsample(np.asarray(canvas, dtype=np.float32) / 255.0), f"polygon:{i}"))
-    for i in range(4):
-        aspect = float(torch.empty(1).uniform_(0.4, 1.0, generator=generator))
-        canvas = Image.new("L", (big, big), 0)
-        half = big * 0.45
-        box = (big / 2 - half, big / 2 - half * aspect, big / 2 + half, big / 2 + half * aspect)
-        ImageDraw.Draw(canvas).ellipse(box, fill=255)
-        masks.append(_Mask.from_array(_downsample(np.asarray(canvas, dtype=np.float32) / 255.0), f"ellipse:{i}"))
-    return masks
-
-
-def _downsample(array: np.ndarray) -> np.ndarray:
-    """Area-average a supersampled binary mask (anti-aliased edges)."""
-    h, w = array.shape
-    return array.reshape(h // _SUPERSAMPLE, _SUPERSAMPLE, w // _SUPERSAMPLE, _SUPERSAMPLE).mean(axis=(1, 3))
-
-
-def _procedural_textures(width: int, height: int, generator: torch.Generator) -> list[tuple[str, torch.Tensor]]:
-    """Colour noise, gratings, warped checkerboards and Voronoi cells (``3×H×W`` in [0, 1])."""
-    ys, xs = torch.meshgrid(torch.arange(height).float(), torch.arange(width).float(), indexing="ij")
-    textures = []
-    for i in range(2):
-        noise = _smooth_noise(generator, height, width, octaves=6, base=2, channels=3)
-        textures.append((f"noise:{i}", (0.5 + 0.5 * noise).clamp(0, 1)))
-    for i in range(2):
-        angle = float(torch.rand(1, generator=generator)) * math.pi
-        period = float(torch.empty(1).uniform_(8.0, 40.0, generator=generator))
-        phase = 6.0 * _smooth_noise(generator, height, width, octaves=3)[0]
-        wave = 0.5 + 0.5 * torch.sin((xs * math.cos(angle) + ys * math.sin(angle)) * 2 * math.pi / period + phase)
-        textures.append((f"grating:{i}", _two_colours(wave, generator)))
-    for i in range(2):
-        cell = float(torch.empty(1).uniform_(12.0, 48.0, generator=generator))
-        warp = 0.6 * cell * _smooth_noise(generator, height, width, octaves=3, channels=2)
-        checker = ((torch.floor((xs + warp[0]) / cell) + torch.floor((ys + warp[1]) / cell)) % 2).float()
-        textures.append((f"checker:{i}", _two_colours(checker, generator)))
-    for i in range(2):
-        seeds = torch.rand(96, 2, generator=generator) * torch.tensor([width, height])
-        colours = torch.rand(96, 3, generator=generator)
-        points = torch.stack([xs.flatten(), ys.flatten()], dim=1)
-        nearest = torch.cdist(points, seeds).argmin(dim=1)
-        textures.append((f"voronoi:{i}", colours[nearest].T.reshape(3, height, width).contiguous()))
-    return textures
-
-
-def _two_colours(weight: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Blend two random colours by ``weight`` (H×W in [0, 1]) into a ``3×H×W`` texture."""
-    first, second = torch.rand(2, 3, 1, 1, generator=generator)
-    return first * weight + second * (1 - weight)

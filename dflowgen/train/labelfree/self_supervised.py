@@ -24,7 +24,7 @@ from dflowgen.losses.selfsup import (
 )
 from dflowgen.seeding import sample_generator
 from dflowgen.train.config import TrainConfig
-from dflowgen.train.jitter import jitter_pair
+from dflowgen.train.labelfree.jitter import jitter_pair
 from dflowgen.train.objective import Objective
 
 SELFSUP_TERMS = ("census", "smooth1", "smooth2", "distill")

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dflowgen.optimize.augment import augment_copies, draw_copy_transforms, rotate_hue
+from dflowgen.optimize.copies import augment_copies, draw_copy_transforms, rotate_hue
 from dflowgen.optimize.config import CopyAugmentConfig
 from dflowgen.seeding import sample_generator
 

@@ -11,13 +11,8 @@ from __future__ import annotations
 import math
 
 import torch
-from kornia.enhance import (
-    adjust_brightness_accumulative,
-    adjust_contrast_with_mean_subtraction,
-    adjust_hue,
-    adjust_saturation_with_gray_subtraction,
-)
 
+from dflowgen.colour import IDENTITY, adjust_colours
 from dflowgen.train.config import JitterConfig
 
 
@@ -25,22 +20,9 @@ def _factors(count: int, config: JitterConfig, generator: torch.Generator) -> to
     """``count×4`` (brightness, contrast, saturation, hue in radians); identity rows where not jittered."""
     uniform = torch.rand(count, 4, generator=generator) * 2 - 1
     spread = torch.tensor([config.brightness, config.contrast, config.saturation, config.hue * 2 * math.pi])
-    factors = uniform * spread + torch.tensor([1.0, 1.0, 1.0, 0.0])
+    factors = uniform * spread + torch.tensor(IDENTITY)
     applied = torch.rand(count, 1, generator=generator) < config.prob
-    return torch.where(applied, factors, torch.tensor([1.0, 1.0, 1.0, 0.0]))
-
-
-def jitter_images(images: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
-    """Brightness, contrast, saturation then hue of ``B×3×H×W`` images in [0, 1], one ``factors`` row per image.
-
-    ``factors`` is ``B×4`` (multiplicative brightness, contrast and saturation; hue shift in radians);
-    the result is clipped to [0, 1] after every operation, as torchvision's ColorJitter does.
-    """
-    factors = factors.to(images.device, images.dtype)
-    images = adjust_brightness_accumulative(images, factors[:, 0]).clamp(0.0, 1.0)
-    images = adjust_contrast_with_mean_subtraction(images, factors[:, 1]).clamp(0.0, 1.0)
-    images = adjust_saturation_with_gray_subtraction(images, factors[:, 2]).clamp(0.0, 1.0)
-    return adjust_hue(images, factors[:, 3]).clamp(0.0, 1.0)
+    return torch.where(applied, factors, torch.tensor(IDENTITY))
 
 
 def jitter_pair(image1: torch.Tensor, image2: torch.Tensor, config: JitterConfig,
@@ -55,5 +37,5 @@ def jitter_pair(image1: torch.Tensor, image2: torch.Tensor, config: JitterConfig
     own = _factors(batch, config, generator)
     asymmetric = torch.rand(batch, 1, generator=generator) < config.asymmetric_prob
     second = torch.where(asymmetric, own, first)
-    jittered = jitter_images(torch.cat([image1, image2]) / 255.0, torch.cat([first, second]))
+    jittered = adjust_colours(torch.cat([image1, image2]) / 255.0, torch.cat([first, second]))
     return tuple((jittered * 255.0).chunk(2))  # type: ignore[return-value]
