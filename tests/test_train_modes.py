@@ -23,7 +23,7 @@ from dflowgen.errors import DflowgenError
 from dflowgen.evaluate import evaluate
 from dflowgen.models.raft import build_raft, load_raft
 from dflowgen.recipes import load_recipe, parse_recipe, recipe_to_toml
-from dflowgen.train import selfsup as selfsup_module
+from dflowgen.train.labelfree import self_supervised as selfsup_module
 from dflowgen.train.checkpoint import LAST_NAME, load_checkpoint, step_name
 from dflowgen.train.config import AugmentConfig, SelfSupervisedTrainConfig, TrainConfig
 from dflowgen.train.data import DataSource
