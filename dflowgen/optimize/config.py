@@ -11,11 +11,11 @@ from dataclasses import dataclass
 from typing import Literal, get_args
 
 from dflowgen.fields import check_non_negative, check_positive, check_probability, nested
+from dflowgen.models.registry import MODEL_NAMES, ModelName
 
 TaskLossForm = Literal["add-exp", "add-sigmoid", "add-tanh", "mul-exp", "mul-sigmoid", "mul-tanh"]
-ProxyModel = Literal["raft", "raft-small"]
 TASK_LOSS_FORMS: tuple[str, ...] = get_args(TaskLossForm)
-PROXY_MODELS: tuple[str, ...] = get_args(ProxyModel)
+PROXY_MODELS: tuple[str, ...] = MODEL_NAMES
 
 
 @dataclass(frozen=True)
@@ -75,9 +75,9 @@ class OptimizeConfig:
     below ``keep_threshold``.
     """
 
-    base_model: ProxyModel = "raft"
+    base_model: ModelName = "raft"
     base_weights: str = "raft-chairs"
-    target_model: ProxyModel = "raft"
+    target_model: ModelName = "raft"
     target_weights: str = ""
     proxy_iters: int = 12
     mixed_precision: bool = False
