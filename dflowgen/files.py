@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 _HASH_BLOCK = 1 << 20
@@ -26,3 +27,17 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         stream.flush()
         os.fsync(stream.fileno())
     os.replace(temp_path, path)
+
+
+def atomic_write_with(path: Path, write: Callable[[Path], None]) -> None:
+    """Call ``write(temporary_path)`` and rename the result to ``path``; a failed write leaves nothing behind.
+
+    For writers that only take a file name (flow files, PNG encoders). The temporary name keeps
+    ``path``'s suffix, since some encoders pick the format from it.
+    """
+    temp_path = path.with_name(f".tmp-{path.name}")
+    try:
+        write(temp_path)
+        os.replace(temp_path, path)
+    finally:
+        temp_path.unlink(missing_ok=True)
