@@ -87,12 +87,13 @@ class FlowNet(nn.Module):
         return finest * (finest.shape[-1] / width), full
 
 
-def build_flownet(model_name: FlowNetName = "flownets", *, batch_norm: bool = False) -> FlowNet:
+def build_flownet(model_name: FlowNetName = "flownets", *, batch_norm: bool = False, width: float = 1.0) -> FlowNet:
     """A freshly initialised FlowNetS (``"flownets"``, 38.7 M parameters) or FlowNetC (``"flownetc"``, 39.2 M).
 
     Args:
         model_name: ``"flownets"`` (frames stacked as 6 channels) or ``"flownetc"`` (correlation).
         batch_norm: BatchNorm after every convolution (the ports' ``flownets_bn`` / ``flownetc_bn``).
+        width: multiplies every layer's channels (1 is the paper's network; 1/8 makes a tiny one for tests).
 
     Example:
         >>> model = build_flownet("flownets").eval()
@@ -102,8 +103,8 @@ def build_flownet(model_name: FlowNetName = "flownets", *, batch_norm: bool = Fa
     """
     if model_name not in FLOWNET_NAMES:
         raise ValueError(f"model_name must be one of {FLOWNET_NAMES}, got {model_name!r}")
-    encoder = FlowNetSEncoder(batch_norm) if model_name == "flownets" else FlowNetCEncoder(batch_norm)
-    model = FlowNet(encoder, RefinementDecoder(), model_name=model_name)
+    encoder = (FlowNetSEncoder if model_name == "flownets" else FlowNetCEncoder)(batch_norm, width)
+    model = FlowNet(encoder, RefinementDecoder(width), model_name=model_name)
     # The ports' initialisation: Kaiming for every (transposed) convolution, zero biases.
     for module in model.modules():
         if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
