@@ -58,8 +58,8 @@ def main() -> None:
     for model_name in options.models:
         times = seconds_per_pair(model_name, options.size, options.iters, options.repeats, options.device)
         median = statistics.median(times)
-        print(f"{model_name:<10} {1 / median:6.3f} pairs/s (median {median:.2f} s per pair, fastest {min(times):.2f} s)",
-              flush=True)
+        print(f"{model_name:<10} {1 / median:6.3f} pairs/s (median {median:.2f} s per pair, "
+              f"fastest {min(times):.2f} s)", flush=True)
     print(load.format(*os.getloadavg()))
 
 

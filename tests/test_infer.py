@@ -30,7 +30,8 @@ def scene(height: int = 120, width: int = 152, seed: int = 0) -> np.ndarray:
     return np.asarray(Image.fromarray(coarse).resize((width, height), Image.BICUBIC))
 
 
-def translating_frames(count: int, step: tuple[int, int] = (3, -2), size: tuple[int, int] = (96, 128)) -> list[np.ndarray]:
+def translating_frames(count: int, step: tuple[int, int] = (3, -2),
+                       size: tuple[int, int] = (96, 128)) -> list[np.ndarray]:
     """``count`` H×W×3 frames of one texture moving by ``step`` (x, y) px per frame."""
     (height, width) = size
     texture = scene(height + 32, width + 32)

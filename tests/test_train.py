@@ -34,7 +34,6 @@ from dflowgen.train.checkpoint import (
 )
 from dflowgen.train.config import TrainConfig
 from dflowgen.train.data import DataSource, StepBatches, make_augmentor
-from dflowgen.train import trainer as trainer_module
 from dflowgen.train.trainer import LOG_NAME, train
 
 TINY = TrainConfig(model="raft-small", num_steps=4, batch_size=2, crop_size=(64, 64), iters=2, lr=4e-4,

@@ -44,7 +44,8 @@ def format_table(results: list[tuple[str, EvalResult]], per_pair: bool) -> str:
 @click.option("--data", "data_specs", multiple=True, required=True, metavar="SPEC",
               help=f"Labelled data to evaluate on, repeatable. {SPEC_HELP}.")
 @click.option("--iters", type=click.IntRange(min=1), default=32, show_default=True,
-              help="GRU iterations of RAFT (official protocol: 32 for Sintel, 24 for KITTI and Chairs); FlowNets ignore it.")
+              help="GRU iterations of RAFT (official protocol: 32 for Sintel, 24 for KITTI and Chairs); "
+                   "FlowNets ignore it.")
 @click.option("--model", type=click.Choice(MODEL_NAMES), default=None,
               help="Architecture (default: recorded in the checkpoint, else inferred from its keys).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,

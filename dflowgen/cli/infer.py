@@ -15,7 +15,8 @@ from dflowgen.models.registry import MODEL_NAMES, load_model
 @cli.command("infer")
 @click.argument("inputs", nargs=-1, required=True, metavar="INPUT...")
 @click.option("--ckpt", required=True, metavar="FILE|NAME",
-              help="Weights: a checkpoint file, or any name `dflowgen weights list` shows (e.g. demo-base, raft-sintel).")
+              help="Weights: a checkpoint file, or any name `dflowgen weights list` shows "
+                   "(e.g. demo-base, raft-sintel).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Output folder: OUT/<sequence>/<format>/<frame>.<ext>.")
 @click.option("--format", "format_text", default=",".join(DEFAULT_FORMATS), show_default=True,

@@ -46,7 +46,8 @@ def build_model(model_name: str, *, mixed_precision: bool = False) -> nn.Module:
 
 @cache
 def _flownet_shapes(model_name: str, batch_norm: bool) -> dict[str, tuple[int, ...]]:
-    return {key: tuple(value.shape) for key, value in build_flownet(model_name, batch_norm=batch_norm).state_dict().items()}  # type: ignore[arg-type]
+    model = build_flownet(model_name, batch_norm=batch_norm)  # type: ignore[arg-type]
+    return {key: tuple(value.shape) for key, value in model.state_dict().items()}
 
 
 def _family_name(state_dict: Mapping[str, torch.Tensor], recorded: str | None) -> str:

@@ -57,7 +57,8 @@ def load_proxy(
     """
     check_model_name(model_name, "proxy model")
     device = torch.device(device)
-    model = load_model(weights, model_name, map_location=device, mixed_precision=mixed_precision and device.type == "cuda")
+    bf16 = mixed_precision and device.type == "cuda"
+    model = load_model(weights, model_name, map_location=device, mixed_precision=bf16)
     return freeze(model)
 
 

@@ -239,8 +239,8 @@ def _bf16(config: TrainConfig, device: torch.device) -> bool:
 
 
 def _build_model(config: TrainConfig, init: str | Path | None, device: torch.device) -> nn.Module:
-    """The recipe's network with ``init``'s weights (a file or a weights-store name; else freshly initialised), on ``device``,
-    in training mode."""
+    """The recipe's network with ``init``'s weights (a file or a weights-store name; else freshly initialised),
+    on ``device``, in training mode."""
     if init is not None:
         model = load_model(init, model_name=config.model, mixed_precision=_bf16(config, device))
     else:
