@@ -183,3 +183,10 @@ def test_cli_bad_format_is_a_one_line_error(tmp_path):
     first, second = _write_frames(tmp_path, translating_frames(2))
     result = _infer(str(first), str(second), "--out", str(tmp_path / "out"), "--format", "flo,jpeg")
     assert result.exit_code == 2 and "--format 'flo,jpeg': choose from flo, png, kitti, viz" in result.output
+
+
+def test_a_frames_spec_on_a_video_points_to_infer(tmp_path):
+    video = encode_video(tmp_path / "clip.mp4", translating_frames(2))
+    result = CliRunner().invoke(cli, ["eval", "--ckpt", "demo-base", "--data", f"frames:{video}", "--device", "cpu"])
+    assert result.exit_code == 2
+    assert f"is a file: estimate flow on a video with `dflowgen infer {video}`" in result.output
