@@ -112,6 +112,14 @@ def test_cli_rerun_skips_finished_pairs_and_redoes_missing_ones(tmp_path):
     assert not [p for p in out.rglob("*") if p.name.startswith(".")]
 
 
+def test_an_output_folder_inside_the_input_is_not_read_as_frames(tmp_path):
+    clip = _write_frames(tmp_path / "clip", translating_frames(3))[0].parent
+    args = [str(clip), "--out", str(clip / "flow"), "--iters", "1"]
+    assert "2 pairs written" in _infer(*args).output
+    result = _infer(*args)
+    assert result.exit_code == 0 and "0 pairs written, 2 already there" in result.output
+
+
 def encode_video(path: Path, frames: list[np.ndarray], fps: int = 10) -> Path:
     """An mp4 of ``frames`` (H.264 at near-lossless quality, else MPEG-4), written with PyAV."""
     with av.open(str(path), mode="w") as container:

@@ -47,7 +47,7 @@ def infer_command(inputs: tuple[str, ...], ckpt: str, out_dir: Path, format_text
       dflowgen infer --ckpt raft-sintel clip.mp4 --out flow/ --video-out --max-size 640
     """
     formats = parse_formats(format_text)
-    sequences = open_inputs(list(inputs))
+    sequences = open_inputs(list(inputs), exclude=out_dir)
     network = load_model(ckpt, model_name=model, map_location=resolve_device(device))
     result = run_inference(network, sequences, out_dir, formats, iters=iters, max_size=max_size,
                            batch_size=batch_size, video_out=video_out, progress=not quiet)

@@ -103,10 +103,12 @@ def _video_sequence(path: Path) -> FrameSequence:
     return FrameSequence(path.stem, path, lambda: _video_frames(path), frames)
 
 
-def _folder_sequences(folder: Path) -> list[FrameSequence]:
+def _folder_sequences(folder: Path, exclude: Path | None) -> list[FrameSequence]:
     sequences = []
     for root, dirs, _ in os.walk(folder):
-        dirs.sort(key=lambda name: natural_key(Path(name)))
+        # An output folder inside the input holds images too; they are not frames.
+        dirs[:] = sorted((name for name in dirs if exclude is None or (Path(root) / name).resolve() != exclude),
+                         key=lambda name: natural_key(Path(name)))
         files = list_images(Path(root))
         if len(files) == 1:
             raise DflowgenError(f"{root} holds a single frame: flow needs at least two")
@@ -118,8 +120,10 @@ def _folder_sequences(folder: Path) -> list[FrameSequence]:
     return sequences
 
 
-def open_inputs(inputs: list[str | Path]) -> list[FrameSequence]:
+def open_inputs(inputs: list[str | Path], exclude: str | Path | None = None) -> list[FrameSequence]:
     """The frame sequences of ``dflowgen infer``'s INPUT arguments (see the module docstring).
+
+    Folders are searched for frames except below ``exclude`` (the output folder, which may lie inside an input).
 
     Raises:
         DflowgenError: a missing input, images mixed with folders or videos, not exactly two images,
@@ -139,7 +143,8 @@ def open_inputs(inputs: list[str | Path]) -> list[FrameSequence]:
         return [_image_sequence("", images)]
     sequences = []
     for path in paths:
-        sequences += _folder_sequences(path) if path.is_dir() else [_video_sequence(path)]
+        excluded = Path(exclude).resolve() if exclude is not None else None
+        sequences += _folder_sequences(path, excluded) if path.is_dir() else [_video_sequence(path)]
     names = [sequence.name for sequence in sequences]
     duplicates = sorted({name for name in names if names.count(name) > 1})
     if duplicates:
