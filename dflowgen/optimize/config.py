@@ -15,7 +15,6 @@ from dflowgen.models.registry import MODEL_NAMES, ModelName
 
 TaskLossForm = Literal["add-exp", "add-sigmoid", "add-tanh", "mul-exp", "mul-sigmoid", "mul-tanh"]
 TASK_LOSS_FORMS: tuple[str, ...] = get_args(TaskLossForm)
-PROXY_MODELS: tuple[str, ...] = MODEL_NAMES
 
 
 @dataclass(frozen=True)
@@ -104,8 +103,8 @@ class OptimizeConfig:
 
     def __post_init__(self) -> None:
         for name in ("base_model", "target_model"):
-            if getattr(self, name) not in PROXY_MODELS:
-                raise ValueError(f"{name} must be one of {', '.join(PROXY_MODELS)}, got {getattr(self, name)!r}")
+            if getattr(self, name) not in MODEL_NAMES:
+                raise ValueError(f"{name} must be one of {', '.join(MODEL_NAMES)}, got {getattr(self, name)!r}")
         if self.form not in TASK_LOSS_FORMS:
             raise ValueError(f"form must be one of {', '.join(TASK_LOSS_FORMS)}, got {self.form!r}")
         if not self.alpha:
