@@ -118,7 +118,8 @@ def evaluate(
                           disable=not progress or not sys.stderr.isatty()):
             pair = dataset[index]
             if pair.flow is None:
-                raise DflowgenError(f"pair {pair.name!r} has no ground-truth flow: cannot evaluate on unlabelled data")
+                raise DflowgenError(f"pair {pair.name!r} has no ground-truth flow: cannot evaluate on unlabelled data "
+                                    "(estimate its flow with `dflowgen infer`)")
             # torch.tensor copies: readers may hand out read-only arrays.
             img1, img2 = (torch.tensor(image, dtype=torch.float32, device=device).permute(2, 0, 1)[None]
                           for image in (pair.img1, pair.img2))

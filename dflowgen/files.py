@@ -6,7 +6,7 @@ import hashlib
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
@@ -62,3 +62,19 @@ def atomic_copy(source: Path, target: Path) -> None:
     except BaseException:
         temp_name.unlink(missing_ok=True)
         raise
+
+
+def atomic_write_with(path: Path, write: Callable[[Path], None]) -> None:
+    """Call ``write(temporary_path)`` and rename the result to ``path``; a failed write leaves nothing behind.
+
+    For writers that only take a file name (flow files, PNG encoders). The temporary name is
+    unique and keeps ``path``'s suffix, since some encoders pick the format from it.
+    """
+    temp_path = path.with_name(f".tmp-{os.getpid()}-{os.urandom(4).hex()}-{path.name}")
+    try:
+        write(temp_path)
+        with open(temp_path, "rb") as stream:
+            os.fsync(stream.fileno())
+        os.replace(temp_path, path)
+    finally:
+        temp_path.unlink(missing_ok=True)

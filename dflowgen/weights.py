@@ -11,7 +11,6 @@ Offline machines register a copy they already have with :func:`add_weights`.
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import tempfile
@@ -21,12 +20,10 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 from tqdm import tqdm
 
 from dflowgen.errors import DflowgenError
 from dflowgen.files import atomic_copy, atomic_write_bytes, file_sha256
-from dflowgen.models.raft import load_raft
 
 OFFICIAL_ARCHIVE_URL = "https://dl.dropboxusercontent.com/s/4j4z58wuv8o0mfz/models.zip"
 OFFICIAL_ARCHIVE_SHA256 = "4be6101b271f58ec49866da5cf609fd17e86e9cae2483f70630ef4a295dc66bd"
@@ -220,20 +217,3 @@ def resolve_weights(name_or_path: str | Path, store: Path | None = None) -> Path
             f"`dflowgen weights fetch {name_or_path}`, or on an offline machine `dflowgen weights add {name_or_path} FILE`"
         )
     raise DflowgenError(f"checkpoint not found: '{name_or_path}' is neither a file nor a name in the weights store ({store})")
-
-
-def export_weights(checkpoint: str | Path, out: str | Path) -> Path:
-    """Write only the network of ``checkpoint`` (a training checkpoint or any file ``load_raft`` reads) to ``out``.
-
-    The result is ``{"model": state_dict, "model_name": ...}``, a quarter of a training
-    checkpoint's size (no optimiser, scheduler or RNG state): the form to share or ship.
-    """
-    model = load_raft(resolve_weights(checkpoint))
-    buffer = io.BytesIO()
-    torch.save({"model": model.state_dict(), "model_name": model.model_name}, buffer)
-    out = Path(out)
-    try:
-        atomic_write_bytes(out, buffer.getvalue())
-    except OSError as error:
-        raise DflowgenError(f"cannot write {out}: {error.strerror or error}") from None
-    return out

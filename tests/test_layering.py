@@ -19,14 +19,14 @@ MAX_LINES = 400
 
 LAYERS: list[set[str]] = [
     {"errors", "fields", "files", "devices", "seeding", "figures", "flow", "colour", "shapes"},
-    {"assets", "models", "losses"},
-    {"render", "weights", "proxies"},
+    {"assets", "weights", "losses", "models"},
+    {"render", "proxies"},
     {"optimize"},
     {"data"},
     {"train"},
     {"evaluate"},
     {"recipes"},
-    {"generate", "search", "reproduce", "benchmark"},
+    {"generate", "infer", "search", "reproduce", "benchmark"},
     {"cli", "__main__"},
 ]
 

@@ -220,7 +220,7 @@ def test_a_second_run_skips_every_stage(finished, micro, monkeypatch):
     def must_not_run(*args, **kwargs):
         raise AssertionError("a finished stage ran again")
 
-    for name in ("generate_set", "evaluate", "export_weights", "load_proxies"):
+    for name in ("generate_set", "evaluate", "export_network", "load_proxies"):
         monkeypatch.setattr(pipeline, name, must_not_run)
     monkeypatch.setattr(stages, "train", must_not_run)
     lines: list[str] = []

@@ -54,7 +54,8 @@ from dflowgen.train.config import TrainConfig
 from dflowgen.train.data import DataSource
 from dflowgen.train.labelfree.target_proxy import make_proxy
 from dflowgen.train.trainer import LOG_NAME
-from dflowgen.weights import export_weights, resolve_weights
+from dflowgen.models.registry import export_network
+from dflowgen.weights import resolve_weights
 
 TARGET_SETS = ("train", "frames", "test")
 SEARCHES = {"supervised": ("search-supervised", "train"), "self-supervised": ("search-selfsup", "frames")}
@@ -137,7 +138,7 @@ def _train(run: _Run, name: str, what: str, config: TrainConfig, source: DataSou
         result = finish_training(run, config, [source], run_dir, init, device=str(run.device), quiet=run.quiet,
                                  recipe_text=recipe_to_toml(recipe))
         if export is not None:
-            export_weights(run.out / result["checkpoint"], export)
+            export_network(run.out / result["checkpoint"], export)
         return result
 
     run.stage(name, settings, what, work)

@@ -68,3 +68,4 @@ from dflowgen.cli import search as _search  # noqa: E402,F401
 from dflowgen.cli import proxy as _proxy  # noqa: E402,F401
 from dflowgen.cli import reproduce as _reproduce  # noqa: E402,F401
 from dflowgen.cli import benchmark as _benchmark  # noqa: E402,F401
+from dflowgen.cli import infer as _infer  # noqa: E402,F401

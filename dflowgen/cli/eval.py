@@ -14,7 +14,7 @@ from dflowgen.data.scaled import ScaledPairs
 from dflowgen.data.spec import SPEC_HELP, open_spec
 from dflowgen.errors import DflowgenError
 from dflowgen.evaluate import EvalResult, evaluate
-from dflowgen.models.raft import MODEL_NAMES, load_raft
+from dflowgen.models.registry import MODEL_NAMES, load_model
 from dflowgen.devices import resolve_device
 
 # (result key, column title); every column is 8 characters wide.
@@ -40,11 +40,12 @@ def format_table(results: list[tuple[str, EvalResult]], per_pair: bool) -> str:
 
 @cli.command("eval")
 @click.option("--ckpt", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help="Weights: an official release or a dflowgen checkpoint.")
+              help="Weights: a checkpoint file, or any name `dflowgen weights list` shows (e.g. raft-small).")
 @click.option("--data", "data_specs", multiple=True, required=True, metavar="SPEC",
               help=f"Labelled data to evaluate on, repeatable. {SPEC_HELP}.")
 @click.option("--iters", type=click.IntRange(min=1), default=32, show_default=True,
-              help="GRU iterations (official protocol: 32 for Sintel, 24 for KITTI and Chairs).")
+              help="GRU iterations of RAFT (official protocol: 32 for Sintel, 24 for KITTI and Chairs); "
+                   "FlowNets ignore it.")
 @click.option("--model", type=click.Choice(MODEL_NAMES), default=None,
               help="Architecture (default: recorded in the checkpoint, else inferred from its keys).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
@@ -64,7 +65,7 @@ def eval_command(ckpt: Path, data_specs: tuple[str, ...], iters: int, model: str
     percentage of pixels within 1/3/5 px, and KITTI's Fl-all. Images are padded to a multiple of 8
     like the official evaluation (centred; KITTI-style bottom padding for sparse sets)."""
     torch_device = resolve_device(device)
-    network = load_raft(ckpt, model_name=model, map_location=torch_device)
+    network = load_model(ckpt, model_name=model, map_location=torch_device)
     opened = [open_spec(spec) for spec in data_specs]
     sparse = [spec for spec, data in zip(data_specs, opened) if data.sparse]
     if scale != 1.0 and sparse:

@@ -12,6 +12,7 @@ from dflowgen.errors import DflowgenError
 from dflowgen.cli.options import parse_size
 from dflowgen.data.sets import ShardSplit
 from dflowgen.generate import GenerateResult, generate_mix, generate_set
+from dflowgen.models.registry import MODEL_NAMES
 from dflowgen.recipes import load_recipe, with_overrides
 
 
@@ -58,9 +59,9 @@ def _summary(result: GenerateResult) -> str:
               help="Overrides optimize.base_weights (a file or a name in `dflowgen weights list`).")
 @click.option("--target-ckpt", "target_weights", default=None, metavar="FILE|NAME",
               help="Overrides optimize.target_weights.")
-@click.option("--base-model", "base_model", type=click.Choice(["raft", "raft-small"]), default=None,
+@click.option("--base-model", "base_model", type=click.Choice(MODEL_NAMES), default=None,
               help="Overrides optimize.base_model.")
-@click.option("--target-model", "target_model", type=click.Choice(["raft", "raft-small"]), default=None,
+@click.option("--target-model", "target_model", type=click.Choice(MODEL_NAMES), default=None,
               help="Overrides optimize.target_model.")
 @click.option("--seed", type=int, default=None, help="Overrides generate.seed.")
 @click.option("--size", default=None, metavar="WxH", help="Overrides render.width and render.height, e.g. 320x240.")

@@ -8,7 +8,7 @@ import click
 
 from dflowgen.cli import cli
 from dflowgen.data.spec import SPEC_HELP, open_spec
-from dflowgen.models.raft import MODEL_NAMES
+from dflowgen.models.registry import MODEL_NAMES
 from dflowgen.recipes import load_recipe, parse_recipe, recipe_to_toml, with_overrides
 from dflowgen.train.checkpoint import LAST_NAME, load_checkpoint
 from dflowgen.train.config import TRAIN_MODES

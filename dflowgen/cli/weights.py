@@ -6,6 +6,7 @@ import click
 
 from dflowgen import weights as store_lib
 from dflowgen.cli import cli
+from dflowgen.models.registry import MODEL_NAMES, export_network
 
 
 @cli.group()
@@ -52,7 +53,7 @@ def fetch_command(names: tuple[str, ...], fetch_all: bool, url: str, quiet: bool
 @weights.command("add")
 @click.argument("name")
 @click.argument("file", type=click.Path(dir_okay=False))
-@click.option("--model", type=click.Choice(["raft", "raft-small"]), help="Architecture, for names that are not official releases.")
+@click.option("--model", type=click.Choice(MODEL_NAMES), help="Architecture, for names that are not official releases.")
 def add_command(name: str, file: str, model: str | None) -> None:
     """Register a local checkpoint FILE under NAME (official names are sha256-checked)."""
     entry = store_lib.add_weights(name, file, model=model)
@@ -64,5 +65,5 @@ def add_command(name: str, file: str, model: str | None) -> None:
 @click.argument("out", type=click.Path(dir_okay=False))
 def export_command(checkpoint: str, out: str) -> None:
     """Write only the network of CHECKPOINT (a training checkpoint, file or store name) to OUT, for sharing."""
-    path = store_lib.export_weights(checkpoint, out)
+    path = export_network(checkpoint, out)
     click.echo(f"{path}: {path.stat().st_size / 2**20:.1f} MiB, sha256 {store_lib.file_sha256(path)}")

@@ -11,11 +11,10 @@ from dataclasses import dataclass
 from typing import Literal, get_args
 
 from dflowgen.fields import check_non_negative, check_positive, check_probability, nested
+from dflowgen.models.registry import MODEL_NAMES, ModelName
 
 TaskLossForm = Literal["add-exp", "add-sigmoid", "add-tanh", "mul-exp", "mul-sigmoid", "mul-tanh"]
-ProxyModel = Literal["raft", "raft-small"]
 TASK_LOSS_FORMS: tuple[str, ...] = get_args(TaskLossForm)
-PROXY_MODELS: tuple[str, ...] = get_args(ProxyModel)
 
 
 @dataclass(frozen=True)
@@ -75,9 +74,9 @@ class OptimizeConfig:
     below ``keep_threshold``.
     """
 
-    base_model: ProxyModel = "raft"
+    base_model: ModelName = "raft"
     base_weights: str = "raft-chairs"
-    target_model: ProxyModel = "raft"
+    target_model: ModelName = "raft"
     target_weights: str = ""
     proxy_iters: int = 12
     mixed_precision: bool = False
@@ -104,8 +103,8 @@ class OptimizeConfig:
 
     def __post_init__(self) -> None:
         for name in ("base_model", "target_model"):
-            if getattr(self, name) not in PROXY_MODELS:
-                raise ValueError(f"{name} must be one of {', '.join(PROXY_MODELS)}, got {getattr(self, name)!r}")
+            if getattr(self, name) not in MODEL_NAMES:
+                raise ValueError(f"{name} must be one of {', '.join(MODEL_NAMES)}, got {getattr(self, name)!r}")
         if self.form not in TASK_LOSS_FORMS:
             raise ValueError(f"form must be one of {', '.join(TASK_LOSS_FORMS)}, got {self.form!r}")
         if not self.alpha:

@@ -29,8 +29,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from dflowgen.losses.sequence import sequence_loss
-from dflowgen.models.raft import InputPadder
+from dflowgen.models.registry import training_loss
 
 
 
@@ -67,28 +66,25 @@ def proxy_losses(
     sequence_gamma: float,
     max_flow: float,
 ) -> torch.Tensor:
-    """Per-pair RAFT sequence loss of a frozen proxy (the list of iterates of its training-mode forward).
+    """Per-pair training loss of a frozen proxy: RAFT's sequence loss, or FlowNet's multi-scale EPE.
 
     Differentiable with respect to the images and the flow while grad mode is on; the
     proxy's own parameters never want gradients.
 
     Args:
-        model: a frozen RAFT (see ``optimize.proxies``).
+        model: a frozen RAFT or FlowNet (see ``optimize.proxies``).
         img1, img2: ``n×3×H×W`` in [0, 1].
         flow: ``n×2×H×W`` ground truth, px.
         valid: ``n×1×H×W`` (or ``n×H×W``) 0/1.
-        iters: GRU iterations.
+        iters: GRU iterations (RAFT only).
         sequence_gamma, max_flow: see :func:`dflowgen.losses.sequence.sequence_loss`.
 
     Returns:
         ``n`` losses. Sizes that are not multiples of 8 are replicate-padded for the proxy and
         its predictions cropped back, so only the rendered pixels are scored.
     """
-    padder = InputPadder(img1.shape)
-    padded1, padded2 = padder.pad(255.0 * img1, 255.0 * img2)
-    predictions = [padder.unpad(prediction) for prediction in model(padded1, padded2, iters=iters)]
-    mask = valid[:, 0] if valid.ndim == 4 else valid
-    loss, _ = sequence_loss(predictions, flow, mask, gamma=sequence_gamma, max_flow=max_flow, reduction="none")
+    loss, _ = training_loss(model, 255.0 * img1, 255.0 * img2, flow, valid, iters=iters, gamma=sequence_gamma,
+                            max_flow=max_flow, reduction="none")
     return loss
 
 

@@ -1,4 +1,7 @@
-"""The frozen proxy networks: a base RAFT the samples should be hard for, a target RAFT they should suit.
+"""The frozen proxy networks: a base network the samples should be hard for, a target network they should suit.
+
+Any network of :data:`dflowgen.models.registry.MODEL_NAMES` serves (RAFT, RAFT-small, FlowNetS, FlowNetC):
+the optimiser only needs a differentiable loss of a frozen network.
 
 A proxy is only ever differentiated with respect to its *inputs*: it is in eval mode with
 frozen BatchNorm statistics and every parameter has ``requires_grad=False``, so gradients
@@ -16,9 +19,8 @@ from torch import nn
 
 from dflowgen.errors import DflowgenError
 from dflowgen.models.modes import freeze
-from dflowgen.models.raft import MODEL_NAMES, load_raft
+from dflowgen.models.registry import check_model_name, load_model
 from dflowgen.optimize.config import OptimizeConfig
-from dflowgen.weights import resolve_weights
 
 
 class Proxies(NamedTuple):
@@ -31,11 +33,11 @@ class Proxies(NamedTuple):
 def load_proxy(
     weights: str | Path, model_name: str, device: torch.device | str, mixed_precision: bool = False
 ) -> nn.Module:
-    """A frozen RAFT proxy on ``device``.
+    """A frozen proxy network on ``device``.
 
     Args:
         weights: a checkpoint file, or a name in the weights store (see ``dflowgen.weights``).
-        model_name: ``"raft"`` or ``"raft-small"``.
+        model_name: ``"raft"``, ``"raft-small"``, ``"flownets"`` or ``"flownetc"``.
         device: where the proxy runs.
         mixed_precision: bfloat16 autocast for the convolutions (correlation, coordinates and
             upsampling stay float32). Only honoured on CUDA: on CPU it is slower and less exact.
@@ -44,11 +46,10 @@ def load_proxy(
         DflowgenError: unknown model name, a missing checkpoint (the message says how to get
             it), or weights that do not fit ``model_name``.
     """
-    if model_name not in MODEL_NAMES:
-        raise DflowgenError(f"unknown proxy model {model_name!r}: expected one of {', '.join(MODEL_NAMES)}")
+    check_model_name(model_name, "proxy model")
     device = torch.device(device)
-    path = resolve_weights(weights)
-    model = load_raft(path, model_name, map_location=device, mixed_precision=mixed_precision and device.type == "cuda")
+    bf16 = mixed_precision and device.type == "cuda"
+    model = load_model(weights, model_name, map_location=device, mixed_precision=bf16)
     return freeze(model)
 
 

@@ -7,7 +7,7 @@
     base/train/                   the base network's training run
     base/base.pth                 the base network alone: the base proxy and every row's start
     proxy/train/                  the target proxy's training run (log.jsonl, checkpoints)
-    proxy/target-proxy.pth        its network alone (dflowgen.weights.export_weights)
+    proxy/target-proxy.pth        its network alone (dflowgen.models.registry.export_network)
     sets/<set>/                   each set's shards (dflowgen generate's own format and resume)
     runs/<set>/seed-<s>/last.pth  each row's trained network, one run per seed
     stages/<stage>.json           completion markers (dflowgen.reproduce.stages)
@@ -48,7 +48,7 @@ from dflowgen.reproduce.stages import ExperimentSummary, StageRunner, digest, fi
 from dflowgen.train.config import TrainConfig
 from dflowgen.train.data import DataSource
 from dflowgen.train.trainer import LOG_NAME
-from dflowgen.weights import export_weights
+from dflowgen.models.registry import export_network
 
 BASE_SET = Path("base") / "set"
 BASE_RUN = Path("base") / "train"
@@ -140,7 +140,7 @@ def _base(run: _Run, bank: LayerBank) -> None:
         source = _training_data(run, set_result, set_result["samples"])
         base_recipe = dataclasses.replace(run.recipe, name=f"{run.recipe.name}-base", train=config)
         result = _train_run(run, config, [source], run.out / BASE_RUN, run.init_weights, base_recipe)
-        export_weights(run.out / result["checkpoint"], run.out / BASE_WEIGHTS)
+        export_network(run.out / result["checkpoint"], run.out / BASE_WEIGHTS)
         return {**result, "weights": str(BASE_WEIGHTS)}
 
     start = run.init_weights.name if run.init_weights is not None else "a fresh network"
@@ -165,7 +165,7 @@ def _target_proxy(run: _Run) -> tuple[dict[str, Any], dict[str, Any]]:
         source = DataSource(run.split.proxy, name=run.split.proxy_spec)
         proxy_recipe = dataclasses.replace(run.recipe, name=f"{run.recipe.name}-target-proxy", train=config)
         result = _train_run(run, config, [source], run.out / PROXY_RUN, run.base_weights, proxy_recipe)
-        export_weights(run.out / result["checkpoint"], run.out / PROXY_WEIGHTS)
+        export_network(run.out / result["checkpoint"], run.out / PROXY_WEIGHTS)
         return {**result, "weights": str(PROXY_WEIGHTS)}
 
     what = (f"target proxy: fine-tune the base on {len(run.split.proxy)} pairs of "

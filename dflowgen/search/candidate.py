@@ -23,7 +23,7 @@ from torch.utils.data import Dataset
 from dflowgen.assets import LayerBank
 from dflowgen.data.sample import FlowPair
 from dflowgen.data.batches import render_batch
-from dflowgen.models.raft import load_raft
+from dflowgen.models.registry import load_model
 from dflowgen.recipes import Recipe, recipe_to_toml
 from dflowgen.recipes.search import SearchConfig
 from dflowgen.search.target import TargetSet, score_model
@@ -61,7 +61,7 @@ def train_network(recipe: Recipe, dataset: Dataset, init: str | Path | None, dev
     with tempfile.TemporaryDirectory(prefix="dflowgen-candidate-") as scratch:
         result = train(config, [DataSource(dataset, name="candidate")], scratch, init=init, device=str(device),
                        quiet=True, recipe_text=recipe_to_toml(recipe))
-        return load_raft(result.checkpoint, model_name=config.model, map_location=device)
+        return load_model(result.checkpoint, model_name=config.model, map_location=device)
 
 
 @dataclass(frozen=True)

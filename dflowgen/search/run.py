@@ -42,7 +42,7 @@ from dflowgen.assets import load_layer_bank
 from dflowgen.devices import resolve_device
 from dflowgen.errors import DflowgenError
 from dflowgen.files import atomic_write_bytes
-from dflowgen.models.raft import load_raft
+from dflowgen.models.registry import load_model
 from dflowgen.recipes import Recipe, parse_recipe, recipe_to_toml
 from dflowgen.search.candidate import score_candidate
 from dflowgen.search.evolution import EvolutionSampler
@@ -346,7 +346,7 @@ def run_search(recipe: Recipe, target_spec: str, out: str | Path, *, storage: st
         raise DflowgenError(f"metric 'supervised' needs ground-truth flow, and target '{target_spec}' has none; "
                             "use the self-supervised metric or a labelled spec")
     if init is not None:
-        load_raft(resolve_weights(init), model_name=recipe.train.model)
+        load_model(init, model_name=recipe.train.model)
     folder = Path(out)
     _prepare_folder(folder)
     handle = StudyHandle.resolve(folder, storage, study_name)

@@ -15,6 +15,7 @@ from typing import Literal
 
 from dflowgen.fields import check_non_negative, check_positive, check_probability, nested
 from dflowgen.losses.selfsup import FB_ALPHA1, FB_ALPHA2, SelfSupervisedLossConfig
+from dflowgen.models.registry import ModelName
 
 TrainMode = Literal["supervised", "self-supervised", "pseudo-label", "distill"]
 TRAIN_MODES: tuple[TrainMode, ...] = ("supervised", "self-supervised", "pseudo-label", "distill")
@@ -214,7 +215,7 @@ class TrainConfig:
     """
 
     mode: TrainMode = "supervised"
-    model: Literal["raft", "raft-small"] = "raft-small"
+    model: ModelName = "raft-small"
     num_steps: int = 100_000
     batch_size: int = 10
     crop_size: tuple[int, int] = (368, 496)

@@ -42,9 +42,8 @@ from tqdm import tqdm
 
 from dflowgen import __version__
 from dflowgen.errors import DflowgenError
-from dflowgen.losses.sequence import sequence_loss
-from dflowgen.models.raft import build_raft, load_raft
 from dflowgen.fields import flatten_keys, to_dict
+from dflowgen.models.registry import FLOWNET_NAMES, build_model, load_model, training_loss
 from dflowgen.seeding import sample_generator
 from dflowgen.train.checkpoint import (
     LAST_NAME,
@@ -97,10 +96,11 @@ class Trainee:
 
 def supervised_loss(model: nn.Module, batch: dict[str, torch.Tensor], config: TrainConfig,
                     device: torch.device) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """RAFT's sequence loss of ``model`` on a labelled batch, and its metrics (``epe``, ``1px``, ``3px``, ``5px``)."""
+    """The network's supervised loss on a labelled batch (RAFT's sequence loss, FlowNet's multi-scale EPE),
+    and its metrics (``epe``, ``1px``, ``3px``, ``5px``)."""
     img1, img2, flow_gt, valid = (batch[key].to(device, non_blocking=True) for key in ("img1", "img2", "flow", "valid"))
-    flow_preds = model(img1, img2, iters=config.iters)
-    return sequence_loss(flow_preds, flow_gt, valid, gamma=config.gamma, max_flow=config.max_flow)
+    return training_loss(model, img1, img2, flow_gt, valid, iters=config.iters, gamma=config.gamma,
+                         max_flow=config.max_flow)
 
 
 def apply_update(model: nn.Module, optimizer: torch.optim.Optimizer, loss: torch.Tensor,
@@ -150,6 +150,8 @@ def check_inputs(config: TrainConfig, sources: Sequence[DataSource], frames: Seq
                  init: str | Path | None, teacher: str | Path | None, resume: bool) -> None:
     """The data and weights a mode needs, as one-line errors that say what to give instead."""
     mode = config.mode
+    if mode != "supervised" and config.model in FLOWNET_NAMES:
+        raise DflowgenError(f"--mode {mode} trains RAFT only; train {config.model} with --mode supervised")
     if mode == "supervised":
         if frames:
             raise DflowgenError("--frames is for the label-free modes (--mode self-supervised, pseudo-label or "
@@ -237,12 +239,12 @@ def _bf16(config: TrainConfig, device: torch.device) -> bool:
 
 
 def _build_model(config: TrainConfig, init: str | Path | None, device: torch.device) -> nn.Module:
-    """RAFT with ``init``'s weights (a file or a weights-store name; else freshly initialised), on ``device``,
-    in training mode."""
+    """The recipe's network with ``init``'s weights (a file or a weights-store name; else freshly initialised),
+    on ``device``, in training mode."""
     if init is not None:
-        model = load_raft(resolve_weights(init), model_name=config.model, mixed_precision=_bf16(config, device))
+        model = load_model(init, model_name=config.model, mixed_precision=_bf16(config, device))
     else:
-        model = build_raft(config.model, mixed_precision=_bf16(config, device))
+        model = build_model(config.model, mixed_precision=_bf16(config, device))
     model.to(device).train()
     if config.freeze_bn:
         model.freeze_bn()

@@ -25,6 +25,10 @@ class FrameFolder(PairReader):
     """
 
     def __init__(self, folder: str | Path) -> None:
+        if Path(folder).is_file():
+            raise DflowgenError(
+                f"frames: reads a folder of frames, and {folder} is a file: estimate flow on a video with "
+                f"`dflowgen infer {folder}`, or extract its frames first (ffmpeg -i {folder} DIR/%05d.png)")
         folder = require_folder(folder, "frame")
         sequences = [(folder, "")]
         if not list_images(folder):

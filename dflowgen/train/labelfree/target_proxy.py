@@ -22,7 +22,7 @@ from dflowgen.train.checkpoint import LAST_NAME, load_checkpoint
 from dflowgen.train.config import LABEL_FREE_MODES, TrainConfig
 from dflowgen.train.data import DataSource
 from dflowgen.train.trainer import check_resumable, train
-from dflowgen.weights import export_weights
+from dflowgen.models.registry import export_network
 
 
 @dataclass(frozen=True)
@@ -77,5 +77,5 @@ def make_proxy(config: TrainConfig, frames: Sequence[DataSource], init: str | Pa
         result = train(config, sources, run_dir, frames=frames, init=init, teacher=teacher, resume=last.is_file(),
                        device=device, quiet=quiet, recipe_text=recipe_text)
         step, record = result.step, result.last_record
-    export_weights(last, out)
+    export_network(last, out)
     return ProxyResult(out, run_dir, config.model, step, record)

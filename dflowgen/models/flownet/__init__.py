@@ -1,0 +1,13 @@
+"""FlowNetS and FlowNetC, key-compatible with the widely used PyTorch ports' checkpoints.
+
+>>> from dflowgen.models.flownet import build_flownet
+>>> model = build_flownet("flownetc")                              # fresh weights
+>>> flow_low, flow_up = model(image1, image2, test_mode=True)     # doctest: +SKIP
+"""
+
+from dflowgen.models.flownet.checkpoint import from_port_layout, is_port_layout
+from dflowgen.models.flownet.correlation import Correlation, correlation
+from dflowgen.models.flownet.flownet import DIV_FLOW, FLOWNET_NAMES, FlowNet, build_flownet
+
+__all__ = ["DIV_FLOW", "FLOWNET_NAMES", "Correlation", "FlowNet", "build_flownet", "correlation",
+           "from_port_layout", "is_port_layout"]
