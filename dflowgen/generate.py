@@ -23,7 +23,8 @@ from tqdm import tqdm
 from dflowgen.assets import LayerBank, load_layer_bank
 from dflowgen.data.batches import DROP_REASONS, produce_batch
 from dflowgen.data.sets import ShardSplit, check_output_path, prepare_output, replace_if_other_mix
-from dflowgen.data.shards import ShardSetHeader, ShardWriter, read_manifest, record_shard, shard_files, write_mix
+from dflowgen.data.manifest import read_manifest, record_shard, write_mix
+from dflowgen.data.shards import ShardSetHeader, ShardWriter, shard_files
 from dflowgen.devices import resolve_device
 from dflowgen.errors import DflowgenError
 from dflowgen.data.preview import write_previews

@@ -9,7 +9,8 @@ import pytest
 from click.testing import CliRunner
 
 from dflowgen.cli import cli
-from dflowgen.data.shards import read_manifest, shard_name, verify_shards
+from dflowgen.data.manifest import read_manifest, verify_shards
+from dflowgen.data.shards import shard_name
 
 TINY_ARGS = ["--size", "64x48", "--batch-size", "2", "--shard-size", "3", "--device", "cpu", "--quiet"]
 

@@ -19,7 +19,8 @@ import dflowgen.data.batches
 import dflowgen.render
 from dflowgen.assets import LayerBank, load_layer_bank
 from dflowgen.data.shard_dataset import ShardDataset
-from dflowgen.data.shards import MANIFEST_NAME, read_manifest, shard_name, verify_shards
+from dflowgen.data.manifest import MANIFEST_NAME, read_manifest, verify_shards
+from dflowgen.data.shards import shard_name
 from dflowgen.errors import DflowgenError
 from dflowgen.data.sets import ShardSplit
 from dflowgen.generate import generate_set

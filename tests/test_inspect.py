@@ -9,7 +9,8 @@ import pytest
 from click.testing import CliRunner
 
 from dflowgen.cli import cli
-from dflowgen.data.shards import SampleBatch, ShardSetHeader, ShardWriter, record_shard, sync_manifest
+from dflowgen.data.manifest import record_shard, sync_manifest
+from dflowgen.data.shards import SampleBatch, ShardSetHeader, ShardWriter
 from dflowgen.data.statistics import PLOT_NAME, format_statistics, set_statistics
 
 H, W = 6, 8

@@ -18,7 +18,7 @@ from optuna.trial import TrialState
 from PIL import Image
 
 from dflowgen.cli import cli
-from dflowgen.data.shards import read_manifest
+from dflowgen.data.manifest import read_manifest
 from dflowgen.generate import generate_set
 from dflowgen.recipes import load_recipe, with_overrides
 from dflowgen.search.evolution import EvolutionSampler

@@ -14,18 +14,8 @@ from torch.utils.data import DataLoader
 
 from dflowgen.cli import cli
 from dflowgen.data.shard_dataset import ShardDataset
-from dflowgen.data.shards import (
-    MANIFEST_NAME,
-    SampleBatch,
-    ShardSetHeader,
-    ShardWriter,
-    read_manifest,
-    record_shard,
-    shard_name,
-    shard_entry_from_file,
-    sync_manifest,
-    verify_shards,
-)
+from dflowgen.data.manifest import MANIFEST_NAME, read_manifest, record_shard, sync_manifest, verify_shards
+from dflowgen.data.shards import SampleBatch, ShardSetHeader, ShardWriter, shard_name, shard_entry_from_file
 from dflowgen.data.statistics import set_statistics
 
 H, W = 12, 16

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from dflowgen.cli import cli
-from dflowgen.data.shards import set_folders
+from dflowgen.data.manifest import set_folders
 from dflowgen.data.statistics import PLOT_NAME, format_statistics, plot_histogram, set_statistics
 
 

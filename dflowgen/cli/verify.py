@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from dflowgen.cli import cli
-from dflowgen.data.shards import read_manifest, set_folders, verify_shards
+from dflowgen.data.manifest import read_manifest, set_folders, verify_shards
 
 
 @cli.command()

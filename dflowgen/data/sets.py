@@ -14,17 +14,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from dflowgen.data.preview import PREVIEW_FOLDER
-from dflowgen.data.shards import (
-    MANIFEST_NAME,
-    ShardSetHeader,
-    manifest_lock,
-    parse_shard_name,
-    read_manifest,
-    read_mix,
-    read_shard_header,
-    shard_files,
-    sync_manifest_locked,
-)
+from dflowgen.data.manifest import MANIFEST_NAME, manifest_lock, read_manifest, read_mix, sync_manifest_locked
+from dflowgen.data.shards import ShardSetHeader, parse_shard_name, read_shard_header, shard_files
 from dflowgen.data.statistics import PLOT_NAME
 from dflowgen.errors import DflowgenError
 

@@ -13,7 +13,8 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from dflowgen.data.sample import FlowPair
-from dflowgen.data.shards import read_manifest, shard_files
+from dflowgen.data.manifest import read_manifest
+from dflowgen.data.shards import shard_files
 from dflowgen.errors import DflowgenError
 
 # Open shard files kept per process; random access over many shards reopens the rest.

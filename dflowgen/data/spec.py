@@ -51,7 +51,7 @@ def _name_list(value: str) -> tuple[str, ...]:
 def _open_shards(root: Path) -> Dataset:
     # Imported here: only shards need h5py.
     from dflowgen.data.shard_dataset import ShardDataset
-    from dflowgen.data.shards import set_folders
+    from dflowgen.data.manifest import set_folders
 
     folders = set_folders(root)
     return ShardDataset(root) if folders == [root] else ConcatDataset([ShardDataset(folder) for folder in folders])

@@ -10,7 +10,8 @@ import h5py
 import numpy as np
 from tqdm import tqdm
 
-from dflowgen.data.shards import read_manifest, read_shard_header, shard_files
+from dflowgen.data.manifest import read_manifest
+from dflowgen.data.shards import read_shard_header, shard_files
 from dflowgen.figures import new_figure, save_png
 from dflowgen.errors import DflowgenError
 

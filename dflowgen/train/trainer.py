@@ -25,7 +25,6 @@ from __future__ import annotations
 import random
 import re
 import sys
-import tempfile
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -42,18 +41,18 @@ from tqdm import tqdm
 
 from dflowgen import __version__
 from dflowgen.errors import DflowgenError
-from dflowgen.fields import flatten_keys, to_dict
-from dflowgen.models.registry import FLOWNET_NAMES, build_model, load_model, training_loss
+from dflowgen.fields import to_dict
+from dflowgen.models.registry import build_model, load_model, training_loss
 from dflowgen.seeding import sample_generator
 from dflowgen.train.checkpoint import (
-    LAST_NAME,
     capture_rng_state,
     load_checkpoint,
     restore_rng_state,
     save_checkpoint,
     step_name,
 )
-from dflowgen.train.config import BOOKKEEPING_FIELDS, TrainConfig
+from dflowgen.train.config import TrainConfig
+from dflowgen.train.inputs import check_inputs, check_resumable, prepare_out_dir
 from dflowgen.train.data import DataSource, StepBatches, TrainingMix
 from dflowgen.train.labelfree.distill import DistillObjective
 from dflowgen.train.distributed import DistContext, init_distributed, mean_across, shutdown_distributed
@@ -144,81 +143,6 @@ class SupervisedObjective(Objective):
     def loss(self, model: nn.Module, batch: dict[str, torch.Tensor],
              step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         return supervised_loss(model, batch, self.config, self.device)
-
-
-def check_inputs(config: TrainConfig, sources: Sequence[DataSource], frames: Sequence[DataSource],
-                 init: str | Path | None, teacher: str | Path | None, resume: bool) -> None:
-    """The data and weights a mode needs, as one-line errors that say what to give instead."""
-    mode = config.mode
-    if mode != "supervised" and config.model in FLOWNET_NAMES:
-        raise DflowgenError(f"--mode {mode} trains RAFT only; train {config.model} with --mode supervised")
-    if mode == "supervised":
-        if frames:
-            raise DflowgenError("--frames is for the label-free modes (--mode self-supervised, pseudo-label or "
-                                "distill); supervised training reads labelled --data")
-        if teacher is not None:
-            raise DflowgenError("--teacher is used by --mode pseudo-label and distill only")
-        return
-    if not frames:
-        raise DflowgenError(f"--mode {mode} learns from unlabelled frames: give --frames SPEC (e.g. frames:my_video/)")
-    for source in frames:
-        if len(source.dataset) == 0:
-            raise DflowgenError(f"--frames {source.name or '?'} has no frame pairs")
-    if sources and mode != "pseudo-label":
-        raise DflowgenError(f"--mode {mode} learns from --frames alone; labelled --data is mixed in by "
-                            "--mode pseudo-label only")
-    if mode == "self-supervised" and teacher is not None:
-        raise DflowgenError("--teacher is used by --mode pseudo-label and distill only")
-    if mode != "self-supervised" and not resume and init is None and teacher is None:
-        raise DflowgenError(f"--mode {mode} needs a teacher: give --teacher CKPT, or --init CKPT "
-                            "(the teacher is then the network training starts from)")
-
-
-def _prepare_out_dir(out_dir: Path, resume: bool, is_main: bool) -> Path | None:
-    """Check (and on the main process create) the output folder; the checkpoint to resume from, if any."""
-    last = out_dir / LAST_NAME
-    if resume:
-        if not last.is_file():
-            raise DflowgenError(f"nothing to resume: {last} does not exist")
-        return last
-    if last.exists():
-        raise DflowgenError(f"{out_dir} already holds a training run ({last}); pass --resume to continue it "
-                            "or choose another --out")
-    if is_main:
-        try:
-            out_dir.mkdir(parents=True, exist_ok=True)
-            with tempfile.TemporaryFile(dir=out_dir):
-                pass
-        except OSError as error:
-            raise DflowgenError(f"cannot write to output folder {out_dir}: {error.strerror or error}") from None
-    return None
-
-
-def _describe_data(sources: Sequence[DataSource]) -> list[tuple[int, int, bool]]:
-    return [(len(source.dataset), source.weight, source.sparse) for source in sources]
-
-
-def check_resumable(state: dict[str, Any], config: TrainConfig, sources: Sequence[DataSource],
-                    frames: Sequence[DataSource], path: Path, finished_ok: bool = False) -> None:
-    """A resumed run must have the same settings and data as the run that wrote ``path`` (and steps left to do,
-    unless ``finished_ok``).
-
-    Settings a checkpoint does not record (written before they existed) count as their defaults.
-    """
-    defaults = flatten_keys(to_dict(TrainConfig()))
-    stored, current = flatten_keys(state["train_config"]), flatten_keys(to_dict(config))
-    changed = [f"{key}: {stored.get(key, defaults.get(key))!r} -> {value!r}" for key, value in current.items()
-               if key not in BOOKKEEPING_FIELDS and stored.get(key, defaults.get(key)) != value]
-    if changed:
-        raise DflowgenError(f"cannot resume {path} with different settings ({'; '.join(changed)})")
-    for kind, described in (("sources", sources), ("frames", frames)):
-        stored_data = [(d["size"], d["weight"], d["sparse"]) for d in state["data"].get(kind, [])]
-        if stored_data != _describe_data(described):
-            option = "--data" if kind == "sources" else "--frames"
-            raise DflowgenError(f"cannot resume {path} with different {option}: it was trained on (size, weight, "
-                                f"sparse) {stored_data}, now {_describe_data(described)}")
-    if not finished_ok and int(state["step"]) >= config.num_steps:
-        raise DflowgenError(f"{path} already finished all {config.num_steps} steps")
 
 
 def _user_message(error: DflowgenError) -> str:
@@ -361,7 +285,7 @@ def train(
 def _train(config: TrainConfig, sources: list[DataSource], frames: list[DataSource], out_dir: Path,
            init: str | Path | None, teacher: str | Path | None, resume: bool, context: DistContext,
            device: torch.device, quiet: bool, recipe_text: str) -> TrainResult:
-    resume_from = _prepare_out_dir(out_dir, resume, context.is_main)
+    resume_from = prepare_out_dir(out_dir, resume, context.is_main)
     state = None
     if resume_from is not None:
         state = load_checkpoint(resume_from)

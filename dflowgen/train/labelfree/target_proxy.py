@@ -21,7 +21,8 @@ from dflowgen.errors import DflowgenError
 from dflowgen.train.checkpoint import LAST_NAME, load_checkpoint
 from dflowgen.train.config import LABEL_FREE_MODES, TrainConfig
 from dflowgen.train.data import DataSource
-from dflowgen.train.trainer import check_resumable, train
+from dflowgen.train.inputs import check_resumable
+from dflowgen.train.trainer import train
 from dflowgen.models.registry import export_network
 
 

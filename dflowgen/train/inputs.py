@@ -1,0 +1,94 @@
+"""Before a training run starts: the inputs a mode needs, the output folder, and whether a checkpoint may be resumed.
+
+Every check here runs before any network is built or any step taken, so a bad input is a
+one-line error and nothing is left behind.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from dflowgen.errors import DflowgenError
+from dflowgen.fields import flatten_keys, to_dict
+from dflowgen.models.registry import FLOWNET_NAMES
+from dflowgen.train.checkpoint import LAST_NAME
+from dflowgen.train.config import BOOKKEEPING_FIELDS, TrainConfig
+from dflowgen.train.data import DataSource
+
+
+def check_inputs(config: TrainConfig, sources: Sequence[DataSource], frames: Sequence[DataSource],
+                 init: str | Path | None, teacher: str | Path | None, resume: bool) -> None:
+    """The data and weights a mode needs, as one-line errors that say what to give instead."""
+    mode = config.mode
+    if mode != "supervised" and config.model in FLOWNET_NAMES:
+        raise DflowgenError(f"--mode {mode} trains RAFT only; train {config.model} with --mode supervised")
+    if mode == "supervised":
+        if frames:
+            raise DflowgenError("--frames is for the label-free modes (--mode self-supervised, pseudo-label or "
+                                "distill); supervised training reads labelled --data")
+        if teacher is not None:
+            raise DflowgenError("--teacher is used by --mode pseudo-label and distill only")
+        return
+    if not frames:
+        raise DflowgenError(f"--mode {mode} learns from unlabelled frames: give --frames SPEC (e.g. frames:my_video/)")
+    for source in frames:
+        if len(source.dataset) == 0:
+            raise DflowgenError(f"--frames {source.name or '?'} has no frame pairs")
+    if sources and mode != "pseudo-label":
+        raise DflowgenError(f"--mode {mode} learns from --frames alone; labelled --data is mixed in by "
+                            "--mode pseudo-label only")
+    if mode == "self-supervised" and teacher is not None:
+        raise DflowgenError("--teacher is used by --mode pseudo-label and distill only")
+    if mode != "self-supervised" and not resume and init is None and teacher is None:
+        raise DflowgenError(f"--mode {mode} needs a teacher: give --teacher CKPT, or --init CKPT "
+                            "(the teacher is then the network training starts from)")
+
+
+def prepare_out_dir(out_dir: Path, resume: bool, is_main: bool) -> Path | None:
+    """Check (and on the main process create) the output folder; the checkpoint to resume from, if any."""
+    last = out_dir / LAST_NAME
+    if resume:
+        if not last.is_file():
+            raise DflowgenError(f"nothing to resume: {last} does not exist")
+        return last
+    if last.exists():
+        raise DflowgenError(f"{out_dir} already holds a training run ({last}); pass --resume to continue it "
+                            "or choose another --out")
+    if is_main:
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=out_dir):
+                pass
+        except OSError as error:
+            raise DflowgenError(f"cannot write to output folder {out_dir}: {error.strerror or error}") from None
+    return None
+
+
+def describe_data(sources: Sequence[DataSource]) -> list[tuple[int, int, bool]]:
+    return [(len(source.dataset), source.weight, source.sparse) for source in sources]
+
+
+def check_resumable(state: dict[str, Any], config: TrainConfig, sources: Sequence[DataSource],
+                    frames: Sequence[DataSource], path: Path, finished_ok: bool = False) -> None:
+    """A resumed run must have the same settings and data as the run that wrote ``path`` (and steps left to do,
+    unless ``finished_ok``).
+
+    Settings a checkpoint does not record (written before they existed) count as their defaults.
+    """
+    defaults = flatten_keys(to_dict(TrainConfig()))
+    stored, current = flatten_keys(state["train_config"]), flatten_keys(to_dict(config))
+    changed = [f"{key}: {stored.get(key, defaults.get(key))!r} -> {value!r}" for key, value in current.items()
+               if key not in BOOKKEEPING_FIELDS and stored.get(key, defaults.get(key)) != value]
+    if changed:
+        raise DflowgenError(f"cannot resume {path} with different settings ({'; '.join(changed)})")
+    for kind, described in (("sources", sources), ("frames", frames)):
+        stored_data = [(d["size"], d["weight"], d["sparse"]) for d in state["data"].get(kind, [])]
+        if stored_data != describe_data(described):
+            option = "--data" if kind == "sources" else "--frames"
+            raise DflowgenError(f"cannot resume {path} with different {option}: it was trained on (size, weight, "
+                                f"sparse) {stored_data}, now {describe_data(described)}")
+    if not finished_ok and int(state["step"]) >= config.num_steps:
+        raise DflowgenError(f"{path} already finished all {config.num_steps} steps")
