@@ -49,7 +49,11 @@ def measure(model_name: str, iters: int, options: dict) -> dict[str, float]:
             for prefix, model in models.items():
                 _synchronize(device)
                 start = time.perf_counter()
-                model(image1, image2, iters=iters, test_mode=True)
+                # The official RAFT's inference call is test_mode; ours returns one type and takes final_only.
+                if prefix.startswith("official"):
+                    model(image1, image2, iters=iters, test_mode=True)
+                else:
+                    model(image1, image2, iters=iters, final_only=True)
                 _synchronize(device)
                 if run:  # the first run warms up allocator and kernels
                     times[prefix].append(time.perf_counter() - start)

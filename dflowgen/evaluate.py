@@ -1,7 +1,7 @@
 """Evaluate a flow network on a labelled dataset with the official RAFT protocol.
 
 Each pair is replicate-padded to a multiple of 8 (:class:`InputPadder`, centred; KITTI
-mode pads the bottom), run once in ``test_mode`` with ``iters`` GRU iterations, cropped
+mode pads the bottom), run once (``final_only``) with ``iters`` GRU iterations, cropped
 back and compared with the ground truth (:func:`dflowgen.flow.metrics.flow_metrics`).
 
 Aggregates (``EvalResult.aggregate``):
@@ -97,7 +97,7 @@ def evaluate(
     """Run ``model`` on every pair of ``dataset`` (FlowPair items with flow) and measure it.
 
     Args:
-        model: a RAFT-like module: ``model(img1, img2, iters=, test_mode=True) -> (low, up)``.
+        model: a RAFT-like module: ``model(img1, img2, iters=, final_only=True) -> [flow]``.
         dataset: FlowPair items; all must have ground-truth flow.
         iters: GRU iterations (official: 32 for Sintel, 24 for KITTI and Chairs).
         all_pixels: measure every pixel, ignoring the pairs' ``valid`` masks (dense sets).

@@ -22,13 +22,13 @@ class PositionFlow(nn.Module):
         self.unused = nn.Parameter(torch.zeros(1))
         self.seen_shapes: list[tuple[int, int]] = []
 
-    def forward(self, image1, image2, iters=12, test_mode=False):
-        assert test_mode and image1.shape[-2] % 8 == 0 and image1.shape[-1] % 8 == 0
+    def forward(self, image1, image2, iters=12, final_only=False):
+        assert final_only and image1.shape[-2] % 8 == 0 and image1.shape[-1] % 8 == 0
         self.seen_shapes.append(tuple(image1.shape[-2:]))
         batch, _, height, width = image1.shape
         ys, xs = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
         flow = torch.stack([xs, ys]).float()[None].expand(batch, -1, -1, -1)
-        return flow[..., ::8, ::8], flow
+        return [flow]
 
 
 def _pair(height: int, width: int, flow: np.ndarray, valid: np.ndarray | None = None, name: str = "p") -> FlowPair:

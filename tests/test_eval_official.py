@@ -1,7 +1,7 @@
 """Correctness anchor: per-pair EPEs on sintel-mini match the official RAFT implementation.
 
 The reference (shared/reference/official_raft_epe.json) was computed with princeton-vl/RAFT on CPU in
-float32: replicate padding to /8 (centred), test_mode, EPE averaged over all pixels of each pair.
+float32: replicate padding to /8 (centred), the final estimate, EPE averaged over all pixels of each pair.
 RAFT-small runs on all 9 pairs; full RAFT, about 3× slower, on 3 pairs by default and on all 9 in the
 slow suite.
 

@@ -55,8 +55,8 @@ def test_shapes_and_a_finite_gradient(name):
     assert torch.isfinite(image1.grad).all() and image1.grad.abs().sum() > 0
     assert all(torch.isfinite(p.grad).all() for p in model.parameters())
     model.eval()
-    low, full = model(image1.detach(), image2, test_mode=True)
-    assert tuple(low.shape) == (2, 2, 12, 16) and tuple(full.shape) == (2, 2, 48, 64)
+    finals = model(image1.detach(), image2, final_only=True)
+    assert len(finals) == 1 and tuple(finals[0].shape) == (2, 2, 48, 64)
 
 
 def test_multiscale_loss_is_zero_for_the_pooled_truth_and_weights_scales_like_the_paper():

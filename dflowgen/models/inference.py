@@ -19,5 +19,5 @@ def predict_flow(model: nn.Module, img1: torch.Tensor, img2: torch.Tensor, iters
     """B×2×H×W flow for B×3×H×W images in [0, 255] of any size (padded to /8 and cropped back)."""
     padder = InputPadder(img1.shape, mode=pad_mode)
     padded1, padded2 = padder.pad(img1, img2)
-    _, flow_up = model(padded1, padded2, iters=iters, test_mode=True)
-    return padder.unpad(flow_up.float())
+    flow = model(padded1, padded2, iters=iters, final_only=True)[-1]
+    return padder.unpad(flow.float())

@@ -3,7 +3,8 @@
 Train, eval, infer and the DFlow proxies all go through here, so every command knows the same
 networks: ``raft`` and ``raft-small`` (:mod:`dflowgen.models.raft`), ``flownets`` and ``flownetc``
 (:mod:`dflowgen.models.flownet`). Every network takes RAFT's call signature:
-``model(image1, image2, iters=…, test_mode=…)`` with B×3×H×W images in [0, 255].
+``model(image1, image2, iters=…, final_only=…) -> list of flows`` with B×3×H×W images in [0, 255];
+inference goes through :func:`dflowgen.models.inference.predict_flow`.
 """
 
 from __future__ import annotations

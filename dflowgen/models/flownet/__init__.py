@@ -2,7 +2,7 @@
 
 >>> from dflowgen.models.flownet import build_flownet
 >>> model = build_flownet("flownetc")                              # fresh weights
->>> flow_low, flow_up = model(image1, image2, test_mode=True)     # doctest: +SKIP
+>>> flow = model(image1, image2, final_only=True)[-1]             # doctest: +SKIP
 """
 
 from dflowgen.models.flownet.checkpoint import from_port_layout, is_port_layout

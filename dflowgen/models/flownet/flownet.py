@@ -4,7 +4,7 @@ Conventions follow the widely used PyTorch port (ClementPinard/FlowNetPytorch), 
 state dicts load unchanged (see :mod:`dflowgen.models.flownet.checkpoint`): frames are scaled to
 [0, 1] and the port's mean colour subtracted, and every prediction is the flow in full-resolution
 pixels divided by ``div_flow`` = 20. The call signature is RAFT's (images in [0, 255], ``iters`` and
-``test_mode``), so evaluation, inference and the DFlow proxies drive either family the same way.
+``final_only``; a list of flows either way), so evaluation, inference and the DFlow proxies drive either family the same way.
 """
 
 from __future__ import annotations
@@ -58,18 +58,18 @@ class FlowNet(nn.Module):
         image2: torch.Tensor,
         iters: int | None = None,
         flow_init: torch.Tensor | None = None,
-        test_mode: bool = False,
-    ) -> list[torch.Tensor] | tuple[torch.Tensor, torch.Tensor]:
+        final_only: bool = False,
+    ) -> list[torch.Tensor]:
         """Estimate the flow from ``image1`` to ``image2`` (``iters`` and ``flow_init`` are RAFT's; unused here).
 
         Args:
             image1, image2: B×3×H×W float in [0, 255]; any size (padded to a multiple of 64 inside).
-            test_mode: return only the final, full-resolution estimate.
+            final_only: return only the final, full-resolution estimate (inference).
 
         Returns:
             training: ``[flow2, …, flow6]``, flow_l B×2×⌈H/2^l⌉×⌈W/2^l⌉ in pixels / ``div_flow``
             (the input of :func:`dflowgen.losses.multiscale.multiscale_epe`);
-            ``test_mode``: (B×2×⌈H/4⌉×⌈W/4⌉ flow in pixels of that grid, B×2×H×W flow in pixels).
+            with ``final_only``: a list of one B×2×H×W flow in pixels.
         """
         if image1.ndim != 4 or image1.shape[1] != 3 or image2.shape != image1.shape:
             raise ValueError(f"images must be two B×3×H×W tensors of one shape, got {tuple(image1.shape)} "
@@ -80,11 +80,10 @@ class FlowNet(nn.Module):
         flows = self.decoder(self.encoder(*inputs))
         flows = [flow[..., :math.ceil(height / 2**level), :math.ceil(width / 2**level)]
                  for level, flow in enumerate(flows, start=2)]
-        if not test_mode:
+        if not final_only:
             return flows
         finest = self.div_flow * flows[0]
-        full = F.interpolate(finest, size=(height, width), mode="bilinear", align_corners=False)
-        return finest * (finest.shape[-1] / width), full
+        return [F.interpolate(finest, size=(height, width), mode="bilinear", align_corners=False)]
 
 
 def build_flownet(model_name: FlowNetName = "flownets", *, batch_norm: bool = False, width: float = 1.0) -> FlowNet:
@@ -97,7 +96,7 @@ def build_flownet(model_name: FlowNetName = "flownets", *, batch_norm: bool = Fa
 
     Example:
         >>> model = build_flownet("flownets").eval()
-        >>> _, flow = model(torch.zeros(1, 3, 64, 64), torch.zeros(1, 3, 64, 64), test_mode=True)
+        >>> flow = model(torch.zeros(1, 3, 64, 64), torch.zeros(1, 3, 64, 64), final_only=True)[-1]
         >>> tuple(flow.shape)
         (1, 2, 64, 64)
     """

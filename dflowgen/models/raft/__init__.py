@@ -3,7 +3,8 @@
 >>> from dflowgen.models.raft import build_raft, load_raft
 >>> model = build_raft("raft-small")               # fresh weights
 >>> model = load_raft("raft-sintel.pth")           # doctest: +SKIP
->>> flow_low, flow_up = model(image1, image2, iters=32, test_mode=True)  # doctest: +SKIP
+>>> flows = model(image1, image2, iters=32)        # every step's flow (training)  # doctest: +SKIP
+>>> flow = predict_flow(model, image1, image2, iters=32)  # inference, any size (models.inference)  # doctest: +SKIP
 """
 
 from dflowgen.models.raft.checkpoint import infer_model_name, load_raft

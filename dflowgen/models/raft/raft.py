@@ -126,19 +126,22 @@ class RAFT(nn.Module):
         image2: torch.Tensor,
         iters: int = 12,
         flow_init: torch.Tensor | None = None,
-        test_mode: bool = False,
-    ) -> list[torch.Tensor] | tuple[torch.Tensor, torch.Tensor]:
+        final_only: bool = False,
+    ) -> list[torch.Tensor]:
         """Estimate the flow from ``image1`` to ``image2``.
+
+        For images of any size, padded and cropped back, use
+        :func:`dflowgen.models.inference.predict_flow`.
 
         Args:
             image1, image2: B×3×H×W float in [0, 255]; H and W multiples of 8.
             iters: GRU refinement steps.
             flow_init: optional B×2×H/8×W/8 initial flow (e.g. warm start from the previous pair).
-            test_mode: return only the final estimate.
+            final_only: compute and return only the final estimate (inference).
 
         Returns:
-            training: a list of ``iters`` B×2×H×W flows, one per step;
-            ``test_mode``: (B×2×H/8×W/8 final low-resolution flow, B×2×H×W final flow).
+            the B×2×H×W flows of the ``iters`` steps, first to last (the sequence loss's input);
+            with ``final_only`` a list of the last one alone.
         """
         _check_images(image1, image2)
         if iters < 1:
@@ -168,11 +171,9 @@ class RAFT(nn.Module):
             with self._autocast(image1.device):
                 hidden, delta_flow = self.update_block(hidden, gru_stages, corr, coords1 - coords0)
             coords1 = coords1 + delta_flow.float()
-            # In test mode only the last estimate is returned, so only it is upsampled.
-            if not test_mode or step == iters - 1:
+            # Upsampling is a large share of a step: for inference only the last estimate is upsampled.
+            if not final_only or step == iters - 1:
                 predictions.append(self._upsample(coords1 - coords0, hidden))
-        if test_mode:
-            return (coords1 - coords0).contiguous(), predictions[-1]
         return predictions
 
 
@@ -242,7 +243,7 @@ def build_raft(model_name: ModelName = "raft", *, corr: CorrKind = "all-pairs", 
 
     Example:
         >>> model = build_raft("raft-small").eval()
-        >>> flow_low, flow_up = model(torch.zeros(1, 3, 64, 64), torch.zeros(1, 3, 64, 64), iters=2, test_mode=True)
+        >>> flow = model(torch.zeros(1, 3, 64, 64), torch.zeros(1, 3, 64, 64), iters=2, final_only=True)[-1]
         >>> tuple(flow_up.shape)
         (1, 2, 64, 64)
     """

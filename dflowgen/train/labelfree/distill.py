@@ -50,8 +50,8 @@ class DistillObjective(Objective):
         """The teacher's forward and backward flows (``B×2×H×W``) and their 0/1 confidences (``B×1×H×W``)."""
         distill = self.config.distill
         with eval_mode(teacher):
-            _, both = teacher(torch.cat([image1, image2]), torch.cat([image2, image1]), iters=distill.teacher_iters,
-                              test_mode=True)
+            both = teacher(torch.cat([image1, image2]), torch.cat([image2, image1]), iters=distill.teacher_iters,
+                           final_only=True)[-1]
         flow_fw, flow_bw = both.float().chunk(2)
         confidence_fw = consistency_mask(flow_fw, flow_bw, distill.fb_alpha1, distill.fb_alpha2)
         confidence_bw = consistency_mask(flow_bw, flow_fw, distill.fb_alpha1, distill.fb_alpha2)
