@@ -1,4 +1,4 @@
-"""Flow file formats: Middlebury ``.flo``, KITTI 16-bit PNG, and ``.pfm``.
+"""Flow file formats: Middlebury ``.flo``, KITTI 16-bit PNG, ``.pfm`` and Spring's ``.flo5``.
 
 Arrays are H×W×2 float32 (channel 0 = x, 1 = y); KITTI's validity is an H×W bool array.
 Every reader raises :class:`DflowgenError` naming the file when it is not what it claims.
@@ -100,3 +100,23 @@ def read_pfm(path: str | Path) -> np.ndarray:
     array = np.frombuffer(data[: 4 * count], endian + "f4").reshape(height, width, channels)
     array = np.flipud(array).astype(np.float32)
     return array[..., 0] if channels == 1 else array
+
+
+def read_flo5(path: str | Path) -> np.ndarray:
+    """Read a Spring ``.flo5`` file (HDF5, dataset ``flow``): H×W×2 float32, NaN where flow is undefined.
+
+    Spring stores flow at twice the image resolution; this returns it as stored.
+    """
+    import h5py  # imported here: only Spring flow and shards need it, and it costs start-up time
+
+    path = Path(path)
+    try:
+        with h5py.File(path, "r") as handle:
+            dataset = handle.get("flow")
+            if not isinstance(dataset, h5py.Dataset) or dataset.ndim != 3 or dataset.shape[2] != 2:
+                shape = getattr(dataset, "shape", None)
+                raise DflowgenError(f"{path} is not a Spring flow file: needs an H×W×2 dataset 'flow', has {shape}")
+            return np.asarray(dataset[()], dtype=np.float32)
+    except OSError as error:
+        reason = " ".join(str(error).split()) or type(error).__name__
+        raise DflowgenError(f"cannot read Spring flow file {path}: {reason}") from None
