@@ -212,7 +212,13 @@ def test_spring_errors_name_the_expected_layout_and_bad_flow_files(tmp_path):
         Spring(tmp_path)[0]
     with h5py.File(bad, "w") as handle:
         handle.create_dataset("disparity", data=np.zeros((4, 4), np.float32))
-    with pytest.raises(DflowgenError, match=r"not a Spring flow file: needs an H×W×2 dataset 'flow'"):
+    with pytest.raises(DflowgenError, match=r"not a Spring flow file: needs an H×W×2 float dataset 'flow'"):
+        read_flo5(bad)
+    with h5py.File(bad, "w") as handle:  # 16 GB declared in a few KB: refused before decoding
+        handle.create_dataset("flow", shape=(40000, 50000, 2), dtype=np.float32, chunks=(64, 64, 2),
+                              compression="gzip", fillvalue=0.0)
+    assert bad.stat().st_size < 100_000
+    with pytest.raises(DflowgenError, match=r"declares a 50000×40000 flow, more than"):
         read_flo5(bad)
 
 

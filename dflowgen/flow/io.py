@@ -15,6 +15,8 @@ import numpy as np
 from dflowgen.errors import DflowgenError
 
 FLO_MAGIC = 202021.25
+# Spring's 2× flow is 3840×2160 (8.3M vectors); 4× that still reads, a bomb does not.
+MAX_FLO5_VECTORS = 4 * 3840 * 2160
 
 
 def read_flo(path: str | Path) -> np.ndarray:
@@ -113,9 +115,15 @@ def read_flo5(path: str | Path) -> np.ndarray:
     try:
         with h5py.File(path, "r") as handle:
             dataset = handle.get("flow")
-            if not isinstance(dataset, h5py.Dataset) or dataset.ndim != 3 or dataset.shape[2] != 2:
+            if (not isinstance(dataset, h5py.Dataset) or dataset.ndim != 3 or dataset.shape[2] != 2
+                    or dataset.dtype.kind != "f"):
                 shape = getattr(dataset, "shape", None)
-                raise DflowgenError(f"{path} is not a Spring flow file: needs an H×W×2 dataset 'flow', has {shape}")
+                raise DflowgenError(f"{path} is not a Spring flow file: needs an H×W×2 float dataset 'flow', "
+                                    f"has {shape}")
+            # Checked before decoding: a few compressed bytes can declare gigabytes.
+            if dataset.shape[0] * dataset.shape[1] > MAX_FLO5_VECTORS:
+                raise DflowgenError(f"{path} declares a {dataset.shape[1]}×{dataset.shape[0]} flow, more than "
+                                    f"{MAX_FLO5_VECTORS} vectors (Spring's is 3840×2160)")
             return np.asarray(dataset[()], dtype=np.float32)
     except OSError as error:
         reason = " ".join(str(error).split()) or type(error).__name__

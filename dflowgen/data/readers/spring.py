@@ -7,9 +7,9 @@
     ROOT/train/<scene>/flow_BW_left/flow_BW_left_0002.flo5 ...   frame n → n − 1
     ROOT/test/<scene>/frame_left/frame_left_0001.png ...         no flow
 
-Spring's flow is 2H×2W (one vector per sub-pixel of the 1920×1080 frames); the reader keeps
-every second row and column, the top-left sub-pixel of each pixel, as the official Spring
-evaluation does at image resolution. Undefined (NaN) vectors are invalid.
+Spring's flow is 2H×2W (four sub-pixels per pixel of the 1920×1080 frames, values in image
+pixels); the reader keeps every second row and column, the top-left sub-pixel of each pixel,
+unscaled, as the Spring loaders of SEA-RAFT and ptlflow do. Undefined (NaN) vectors are invalid.
 """
 
 from __future__ import annotations
