@@ -1,4 +1,4 @@
-"""FlyingThings3D, AutoFlow and Spring readers on tiny fake layouts in tmp_path, through the reader, the spec and the CLI."""
+"""FlyingThings3D, AutoFlow and Spring readers on tiny fake layouts in tmp_path: the reader, the spec and the CLI."""
 
 from __future__ import annotations
 
@@ -70,8 +70,9 @@ def test_things_reads_left_future_pairs_of_both_passes_by_default(tmp_path):
                              "clean/B/0001/left/future/0006",
                              "final/A/0000/left/future/0006", "final/A/0000/left/future/0007"]
     pair = dataset[1]
-    np.testing.assert_array_equal(pair.img1, np.asarray(Image.open(tmp_path / "frames_cleanpass/TRAIN/A/0000/left/0007.png")))
-    np.testing.assert_array_equal(pair.img2, np.asarray(Image.open(tmp_path / "frames_cleanpass/TRAIN/A/0000/left/0008.png")))
+    frames = tmp_path / "frames_cleanpass/TRAIN/A/0000/left"
+    np.testing.assert_array_equal(pair.img1, np.asarray(Image.open(frames / "0007.png")))
+    np.testing.assert_array_equal(pair.img2, np.asarray(Image.open(frames / "0008.png")))
     np.testing.assert_array_equal(pair.flow, truth["A/0000/left/into_future/0007"])
     assert pair.flow.shape == (HEIGHT, WIDTH, 2) and pair.valid is None
 
@@ -81,8 +82,9 @@ def test_things_options_pick_pass_camera_and_direction(tmp_path):
     past = FlyingThings3D(tmp_path, render_pass="final", camera="right", direction="past")
     assert past.names == ["final/A/0000/right/past/0007", "final/A/0000/right/past/0008"]
     pair = past[1]
-    assert pair.img1.tobytes() == np.asarray(Image.open(tmp_path / "frames_finalpass/TRAIN/A/0000/right/0008.png")).tobytes()
-    assert pair.img2.tobytes() == np.asarray(Image.open(tmp_path / "frames_finalpass/TRAIN/A/0000/right/0007.png")).tobytes()
+    frames = tmp_path / "frames_finalpass/TRAIN/A/0000/right"
+    np.testing.assert_array_equal(pair.img1, np.asarray(Image.open(frames / "0008.png")))
+    np.testing.assert_array_equal(pair.img2, np.asarray(Image.open(frames / "0007.png")))
     np.testing.assert_array_equal(pair.flow, truth["A/0000/right/into_past/0008"])
     both = open_spec(f"things:{tmp_path}:clean:left+right:future+past").dataset
     assert len(both) == 2 * 2 * 2 + 2  # A: 2 cameras × 2 directions × 2 pairs; B: left only, 1 pair each way
@@ -149,7 +151,7 @@ def test_autoflow_wrong_layout_or_incomplete_sample_is_an_error(tmp_path):
         AutoFlow(tmp_path)
     _autoflow(tmp_path)
     (tmp_path / "static_40k_png_3_of_4" / "table_7_batch_0" / "forward.flo").unlink()
-    with pytest.raises(DflowgenError, match=r"AutoFlow sample .*table_7_batch_0 is incomplete: .*forward.flo is missing"):
+    with pytest.raises(DflowgenError, match=r"sample .*table_7_batch_0 is incomplete: .*forward.flo is missing"):
         AutoFlow(tmp_path)
 
 
@@ -168,8 +170,8 @@ def _spring(root: Path) -> dict[str, np.ndarray]:
         for code, numbers in (("FW", (1, 2)), ("BW", (2, 3))):
             for number in numbers:
                 fine = _flow(number + len(camera) * 7 + len(code), 2 * HEIGHT, 2 * WIDTH)
-                _write_flo5(root / "train" / "0001" / f"flow_{code}_{camera}" / f"flow_{code}_{camera}_{number:04d}.flo5",
-                            fine)
+                stem = f"flow_{code}_{camera}"
+                _write_flo5(root / "train" / "0001" / stem / f"{stem}_{number:04d}.flo5", fine)
                 truth[f"{camera}/{code}/{number}"] = fine
     for number in (1, 2):
         _image(root / "test" / "0004" / "frame_left" / f"frame_left_{number:04d}.png", number)
@@ -182,7 +184,8 @@ def test_spring_reads_forward_left_pairs_at_image_resolution(tmp_path):
     assert dataset.names == ["0001/left/forward/0001", "0001/left/forward/0002"]
     pair = dataset[1]
     np.testing.assert_array_equal(pair.flow, truth["left/FW/2"][::2, ::2])
-    np.testing.assert_array_equal(pair.img2, np.asarray(Image.open(tmp_path / "train/0001/frame_left/frame_left_0003.png")))
+    left = tmp_path / "train/0001/frame_left"
+    np.testing.assert_array_equal(pair.img2, np.asarray(Image.open(left / "frame_left_0003.png")))
     assert pair.valid is None
 
 
@@ -195,7 +198,8 @@ def test_spring_options_and_nan_flow(tmp_path):
     backward = open_spec(f"spring:{tmp_path}:train:right:backward").dataset
     assert backward.names == ["0001/right/backward/0002", "0001/right/backward/0003"]
     pair = backward[1]
-    np.testing.assert_array_equal(pair.img2, np.asarray(Image.open(tmp_path / "train/0001/frame_right/frame_right_0002.png")))
+    right = tmp_path / "train/0001/frame_right"
+    np.testing.assert_array_equal(pair.img2, np.asarray(Image.open(right / "frame_right_0002.png")))
     assert pair.valid.sum() == HEIGHT * WIDTH - 1 and not pair.valid[0, 0] and pair.flow[0, 0].tolist() == [0.0, 0.0]
     assert len(open_spec(f"spring:{tmp_path}:left+right:forward+backward").dataset) == 8
     test = Spring(tmp_path, split="test")
@@ -259,3 +263,19 @@ def test_a_bad_root_is_one_line_from_the_cli(tmp_path, spec, fragment):
     assert result.exit_code == 2, result.output
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("dflowgen: error:") and fragment in lines[0], result.output
+
+
+def test_train_reads_things_through_the_training_pipeline(tmp_path):
+    """What the train-things recipe needs: `train --data things:ROOT:future+past` runs (at a tiny size here)."""
+    from test_train import write_train_recipe
+
+    from dflowgen.train.checkpoint import LAST_NAME, load_checkpoint
+
+    _things(tmp_path / "things")
+    recipe = write_train_recipe(tmp_path / "tiny.toml", crop_size=[24, 32], num_steps=1)
+    result = CliRunner().invoke(cli, ["train", "--data", f"things:{tmp_path / 'things'}:future+past",
+                                      "--recipe", str(recipe), "--out", str(tmp_path / "run"), "--device", "cpu",
+                                      "--quiet"])
+    assert result.exit_code == 0, result.output
+    [source] = load_checkpoint(tmp_path / "run" / LAST_NAME)["data"]["sources"]
+    assert source["size"] == 10  # both passes of A/0000 (2 + 2 pairs each) and clean B/0001 (1 + 1)

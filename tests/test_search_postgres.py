@@ -1,4 +1,4 @@
-"""Search workers in separate OS processes on a real PostgreSQL server, one of them killed with kill -9; drivers and URLs.
+"""Search workers as OS processes on a real PostgreSQL server, one killed with kill -9; database drivers and URLs.
 
 A throwaway server is made with ``initdb``/``pg_ctl`` in a temporary folder; the test skips,
 saying why, where the server tools or the ``psycopg2`` driver (``pip install -e .[dev]``) are absent.
