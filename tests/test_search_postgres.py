@@ -28,7 +28,7 @@ from optuna.trial import TrialState
 
 from dflowgen.cli import cli
 from dflowgen.errors import DflowgenError
-from dflowgen.recipes import load_recipe
+from dflowgen.recipes import load_recipe, recipe_to_toml, with_overrides
 from dflowgen.search.run import open_storage, quiet_optuna, with_installed_driver
 from test_search import write_moving_frames
 
@@ -90,10 +90,13 @@ def _trials(storage: RDBStorage, name: str) -> list[optuna.trial.FrozenTrial]:
 
 
 def test_two_worker_processes_on_postgresql_score_the_budget_once_though_one_is_killed(tmp_path, postgres_url):
-    budget = load_recipe("search-tiny").search.budget
+    # search-tiny with a dead worker noticed after 2 s rather than 6.
+    recipe = with_overrides(load_recipe("search-tiny"), {"search.heartbeat_interval": 1, "search.grace_period": 2})
+    (tmp_path / "recipe.toml").write_text(recipe_to_toml(recipe))
+    budget = recipe.search.budget
     frames = write_moving_frames(tmp_path / "frames")
-    command = [sys.executable, "-m", "dflowgen", "search", "--recipe", "search-tiny", "--device", "cpu", "--quiet",
-               "--target", f"frames:{frames}", "--storage", postgres_url, "--study-name", "shared"]
+    command = [sys.executable, "-m", "dflowgen", "search", "--recipe", str(tmp_path / "recipe.toml"), "--quiet",
+               "--device", "cpu", "--target", f"frames:{frames}", "--storage", postgres_url, "--study-name", "shared"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     logs = {name: open(tmp_path / f"{name}.log", "w") for name in ("victim", "survivor")}  # noqa: SIM115
     # Two "machines": each worker has its own output folder; they meet only in the database.
