@@ -18,8 +18,9 @@ from dflowgen.flow.io import write_flo, write_kitti_png
 HEIGHT, WIDTH = 12, 16
 
 
-def _image(path: Path, seed: int) -> np.ndarray:
-    pixels = np.random.default_rng(seed).integers(0, 256, (HEIGHT, WIDTH, 3), dtype=np.uint8)
+def write_image(path: Path, seed: int, height: int = HEIGHT, width: int = WIDTH) -> np.ndarray:
+    """A random RGB PNG at ``path`` (parents made); returns its pixels."""
+    pixels = np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(pixels).save(path)
     return pixels
@@ -33,8 +34,8 @@ def _kitti(root: Path) -> dict[str, np.ndarray]:
     truth = {}
     for index in range(2):
         for split in ("training", "testing"):
-            _image(root / split / "image_2" / f"{index:06d}_10.png", index)
-            _image(root / split / "image_2" / f"{index:06d}_11.png", index + 10)
+            write_image(root / split / "image_2" / f"{index:06d}_10.png", index)
+            write_image(root / split / "image_2" / f"{index:06d}_11.png", index + 10)
         flow, valid = _flow(index), np.random.default_rng(index).random((HEIGHT, WIDTH)) < 0.3
         for name, mask in (("flow_occ", valid), ("flow_noc", valid & (np.arange(WIDTH) < 8))):
             (root / "training" / name).mkdir(parents=True, exist_ok=True)
@@ -60,8 +61,8 @@ def test_kitti_reads_sparse_16bit_flow(tmp_path):
 def test_kitti_wrong_layout_says_what_was_expected(tmp_path):
     with pytest.raises(DflowgenError, match=r"no KITTI frames under .*training/image_2/000000_10.png"):
         KITTI(tmp_path)
-    _image(tmp_path / "training" / "image_2" / "000000_10.png", 0)
-    _image(tmp_path / "training" / "image_2" / "000000_11.png", 1)
+    write_image(tmp_path / "training" / "image_2" / "000000_10.png", 0)
+    write_image(tmp_path / "training" / "image_2" / "000000_11.png", 1)
     with pytest.raises(DflowgenError, match=r"no KITTI flow .*flow_occ"):
         KITTI(tmp_path)
 
@@ -69,10 +70,10 @@ def test_kitti_wrong_layout_says_what_was_expected(tmp_path):
 def test_middlebury_marks_unknown_flow_invalid(tmp_path):
     flow = _flow(3)
     flow[2:4, 5:9] = 1.666e9  # Middlebury's UNKNOWN_FLOW value
-    _image(tmp_path / "other-data" / "Venus" / "frame10.png", 0)
-    _image(tmp_path / "other-data" / "Venus" / "frame11.png", 1)
-    _image(tmp_path / "other-data" / "NoTruth" / "frame10.png", 2)
-    _image(tmp_path / "other-data" / "NoTruth" / "frame11.png", 3)
+    write_image(tmp_path / "other-data" / "Venus" / "frame10.png", 0)
+    write_image(tmp_path / "other-data" / "Venus" / "frame11.png", 1)
+    write_image(tmp_path / "other-data" / "NoTruth" / "frame10.png", 2)
+    write_image(tmp_path / "other-data" / "NoTruth" / "frame11.png", 3)
     (tmp_path / "other-gt-flow" / "Venus").mkdir(parents=True)
     write_flo(tmp_path / "other-gt-flow" / "Venus" / "flow10.flo", flow)
     dataset = Middlebury(tmp_path)
@@ -86,7 +87,7 @@ def test_middlebury_marks_unknown_flow_invalid(tmp_path):
 
 def test_hd1k_pairs_each_flow_map_with_the_next_frame(tmp_path):
     for frame in range(3):
-        _image(tmp_path / "hd1k_input" / "image_2" / f"000000_{frame:04d}.png", frame)
+        write_image(tmp_path / "hd1k_input" / "image_2" / f"000000_{frame:04d}.png", frame)
     flow_dir = tmp_path / "hd1k_flow_gt" / "flow_occ"
     flow_dir.mkdir(parents=True)
     for frame in range(3):  # the last map has no next frame on disk: skipped
@@ -102,7 +103,7 @@ def test_hd1k_pairs_each_flow_map_with_the_next_frame(tmp_path):
 
 def test_sintel_test_split_has_all_consecutive_pairs_without_flow(tmp_path):
     for frame in (1, 2, 3):
-        _image(tmp_path / "test" / "final" / "market_1" / f"frame_{frame:04d}.png", frame)
+        write_image(tmp_path / "test" / "final" / "market_1" / f"frame_{frame:04d}.png", frame)
     dataset = Sintel(tmp_path, "final", split="test")
     assert dataset.names == ["final/market_1/frame_0001", "final/market_1/frame_0002"]
     assert dataset[1].flow is None and dataset[1].valid is None
@@ -121,7 +122,7 @@ def test_sintel_wrong_layout_is_one_line(tmp_path):
 
 def test_corrupt_image_names_the_file(tmp_path):
     for frame in (1, 2):
-        _image(tmp_path / "training" / "clean" / "s" / f"frame_{frame:04d}.png", frame)
+        write_image(tmp_path / "training" / "clean" / "s" / f"frame_{frame:04d}.png", frame)
     (tmp_path / "training" / "flow" / "s").mkdir(parents=True)
     write_flo(tmp_path / "training" / "flow" / "s" / "frame_0001.flo", _flow(0))
     broken = tmp_path / "training" / "clean" / "s" / "frame_0002.png"
@@ -131,15 +132,15 @@ def test_corrupt_image_names_the_file(tmp_path):
         dataset[0]
     truncated = tmp_path / "training" / "flow" / "s" / "frame_0001.flo"
     truncated.write_bytes(truncated.read_bytes()[:40])
-    _image(broken, 2)
+    write_image(broken, 2)
     with pytest.raises(DflowgenError, match="frame_0001.flo is truncated"):
         dataset[0]
 
 
 def test_flow_of_another_size_is_an_error(tmp_path):
     data = tmp_path / "FlyingChairs_release" / "data"
-    _image(data / "00001_img1.ppm", 0)
-    _image(data / "00001_img2.ppm", 1)
+    write_image(data / "00001_img1.ppm", 0)
+    write_image(data / "00001_img2.ppm", 1)
     write_flo(data / "00001_flow.flo", np.zeros((HEIGHT + 1, WIDTH, 2), np.float32))
     with pytest.raises(DflowgenError, match=r"00001_flow.flo is 16×13 but .*00001_img1.ppm is 16×12"):
         FlyingChairs(tmp_path, "all")[0]
@@ -157,14 +158,14 @@ def test_grey_and_16bit_frames_become_rgb(tmp_path):
 
 
 def test_frame_folder_needs_two_frames(tmp_path):
-    _image(tmp_path / "only.png", 0)
+    write_image(tmp_path / "only.png", 0)
     with pytest.raises(DflowgenError, match="at least two images"):
         FrameFolder(tmp_path)
 
 
 def test_readers_work_in_dataloader_workers(tmp_path):
     for frame in range(5):
-        _image(tmp_path / f"frame_{frame}.png", frame)
+        write_image(tmp_path / f"frame_{frame}.png", frame)
     dataset = FrameFolder(tmp_path)
     assert len(pickle.dumps(dataset)) < 2000  # file lists only, nothing decoded
     loader = DataLoader(dataset, batch_size=None, num_workers=2)

@@ -43,13 +43,17 @@ def targets(tmp_path_factory) -> dict[str, str]:
                                             "render.num_layers": [1, 2], "render.blur_kernel_size": 5,
                                             "generate.seed": 99})
     generate_set(recipe, 2, root / "labelled", device="cpu", quiet=True)
-    frames = root / "frames"
-    frames.mkdir()
+    return {"labelled": f"shards:{root / 'labelled'}", "frames": f"frames:{write_moving_frames(root / 'frames')}"}
+
+
+def write_moving_frames(folder: Path) -> Path:
+    """4 PNG frames (32×32) of a smooth texture, the view panning 2 px a frame, written into ``folder`` (made)."""
+    folder.mkdir(parents=True)
     texture = np.random.default_rng(0).integers(0, 256, (12, 12, 3), dtype=np.uint8)
     big = np.asarray(Image.fromarray(texture).resize((64, 64), Image.BICUBIC))
     for index in range(4):
-        Image.fromarray(big[8:40, 8 + 2 * index: 40 + 2 * index]).save(frames / f"{index:03d}.png")
-    return {"labelled": f"shards:{root / 'labelled'}", "frames": f"frames:{frames}"}
+        Image.fromarray(big[8:40, 8 + 2 * index: 40 + 2 * index]).save(folder / f"{index:03d}.png")
+    return folder
 
 
 def search(*args: str):

@@ -34,7 +34,9 @@ def test_root_keeps_colons_that_are_not_options():
 
 
 @pytest.mark.parametrize("spec, message", [
-    ("flowers:/d", r"unknown data kind 'flowers' .* kinds: sintel, kitti, chairs, middlebury, hd1k, shards, frames"),
+    ("flowers:/d",
+     r"unknown data kind 'flowers' .* kinds: sintel, kitti, chairs, things, autoflow, spring, middlebury, hd1k, "
+     r"shards, frames"),
     ("sintel:/d*0", r"bad weight '0' .* positive integer"),
     ("sintel:/d*1.5", r"bad weight '1.5'"),
     ("sintel:/d:final*", r"bad weight ''"),

@@ -228,7 +228,8 @@ def test_target_proxy_recipe_augments_by_cropping_only(pairs):
     assert torch.equal(sample["flow"], torch.from_numpy(pair.flow[:64, :64]).permute(2, 0, 1))
 
 
-def _write_recipe(path: Path, **train_values) -> Path:
+def write_train_recipe(path: Path, **train_values) -> Path:
+    """A tiny [train] recipe (RAFT-small, 2 steps of batch 2 at 64×64, 2 iterations), ``train_values`` on top."""
     values = {"model": "raft-small", "num_steps": 2, "batch_size": 2, "crop_size": [64, 64], "iters": 2,
               "checkpoint_every": 1, "log_every": 1, "num_workers": 0, **train_values}
     lines = ["[train]"] + [f"{key} = {json.dumps(value)}" for key, value in values.items()]
@@ -238,7 +239,7 @@ def _write_recipe(path: Path, **train_values) -> Path:
 
 def test_cli_train_then_eval(tmp_path):
     chairs = write_chairs(tmp_path / "chairs")
-    recipe = _write_recipe(tmp_path / "tiny.toml")
+    recipe = write_train_recipe(tmp_path / "tiny.toml")
     runner = CliRunner()
     args = ["train", "--data", f"chairs:{chairs}:all*2", "--recipe", str(recipe), "--out", str(tmp_path / "run"),
             "--device", "cpu", "--quiet"]
@@ -283,7 +284,7 @@ def test_cli_train_then_eval(tmp_path):
 def test_cli_train_user_errors_are_one_line(tmp_path, make_args, message):
     chairs = write_chairs(tmp_path / "chairs", count=1)
     (chairs / LAST_NAME).write_bytes(b"")
-    recipe = _write_recipe(tmp_path / "recipe.toml", num_steps=1, num_workers=1)
+    recipe = write_train_recipe(tmp_path / "recipe.toml", num_steps=1, num_workers=1)
     result = CliRunner().invoke(cli, ["train", "--recipe", str(recipe), "--device", "cpu", "--quiet",
                                       *make_args(tmp_path, chairs)])
     assert result.exit_code == 2, result.output

@@ -26,7 +26,8 @@ from dflowgen.recipes import load_recipe, with_overrides
 @click.option("--init", default=None, metavar="CKPT",
               help="Weights each candidate's network starts from (path or weights-store name; default: scratch).")
 @click.option("--storage", default=None, metavar="URL",
-              help="Optuna storage shared by workers, e.g. postgresql://host/db (default: sqlite in OUT).")
+              help="Optuna storage shared by workers, e.g. postgresql://user:pass@host/db for workers on several "
+                   "machines (needs psycopg2-binary; see the README) (default: sqlite in OUT).")
 @click.option("--study-name", "study_name", default=None, help="Study name in the storage (default: OUT's name).")
 @click.option("--population", type=click.IntRange(min=1), default=None, help="Overrides search.population.")
 @click.option("--generations", type=click.IntRange(min=1), default=None, help="Overrides search.generations.")

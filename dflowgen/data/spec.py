@@ -2,6 +2,7 @@
 
 Grammar: ``KIND:ROOT[:OPTION]...[*WEIGHT]``, for example ``sintel:/data/Sintel:final*100``,
 ``chairs:/data/FlyingChairs:train``, ``kitti:/data/KITTI:occ``, ``shards:out/dir``,
+``things:/data/FlyingThings3D:clean:train``, ``autoflow:/data/AutoFlow``, ``spring:/data/spring:train``,
 ``frames:/data/video``, ``sintel:/data/Sintel:final:scenes=alley_1,cave_2``.
 
 - ``KIND`` is one of :data:`KINDS`.
@@ -24,7 +25,17 @@ from typing import Any
 
 from torch.utils.data import ConcatDataset, Dataset
 
-from dflowgen.data.readers import HD1K, KITTI, FlyingChairs, FrameFolder, Middlebury, Sintel
+from dflowgen.data.readers import (
+    HD1K,
+    KITTI,
+    AutoFlow,
+    FlyingChairs,
+    FlyingThings3D,
+    FrameFolder,
+    Middlebury,
+    Sintel,
+    Spring,
+)
 from dflowgen.errors import DflowgenError
 
 
@@ -80,6 +91,20 @@ KINDS: dict[str, _Kind] = {
     )),
     "chairs": _Kind(FlyingChairs, "ROOT/FlyingChairs_release/data/00001_img1.ppm, ROOT/FlyingChairs_train_val.txt", (
         _Option("split", {"train": "train", "val": "val", "all": "all"}),
+    )),
+    "things": _Kind(FlyingThings3D, "ROOT/frames_{cleanpass,finalpass}/TRAIN/A/0000/left/0006.png, "
+                    "ROOT/optical_flow/TRAIN/A/0000/into_future/left/OpticalFlowIntoFuture_0006_L.pfm", (
+        _Option("render_pass", {"clean": "clean", "final": "final", "both": "both"}),
+        _Option("split", _SPLIT),
+        _Option("camera", {"left": "left", "right": "right", "left+right": "both"}),
+        _Option("direction", {"future": "future", "past": "past", "future+past": "both"}),
+    )),
+    "autoflow": _Kind(AutoFlow, "ROOT/static_40k_png_1_of_4/table_0_batch_0/im0.png, im1.png, forward.flo"),
+    "spring": _Kind(Spring, "ROOT/train/0001/frame_left/frame_left_0001.png, "
+                    "ROOT/train/0001/flow_FW_left/flow_FW_left_0001.flo5", (
+        _Option("split", _SPLIT),
+        _Option("camera", {"left": "left", "right": "right", "left+right": "both"}),
+        _Option("direction", {"forward": "forward", "backward": "backward", "forward+backward": "both"}),
     )),
     "middlebury": _Kind(Middlebury, "ROOT/other-data/<scene>/frame10.png, ROOT/other-gt-flow/<scene>/flow10.flo", (
         _Option("split", _SPLIT),

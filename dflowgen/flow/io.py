@@ -1,4 +1,4 @@
-"""Flow file formats: Middlebury ``.flo``, KITTI 16-bit PNG, and ``.pfm``.
+"""Flow file formats: Middlebury ``.flo``, KITTI 16-bit PNG, ``.pfm`` and Spring's ``.flo5``.
 
 Arrays are H×W×2 float32 (channel 0 = x, 1 = y); KITTI's validity is an H×W bool array.
 Every reader raises :class:`DflowgenError` naming the file when it is not what it claims.
@@ -15,6 +15,8 @@ import numpy as np
 from dflowgen.errors import DflowgenError
 
 FLO_MAGIC = 202021.25
+# Spring's 2× flow is 3840×2160 (8.3M vectors); 4× that still reads, a bomb does not.
+MAX_FLO5_VECTORS = 4 * 3840 * 2160
 
 
 def read_flo(path: str | Path) -> np.ndarray:
@@ -100,3 +102,29 @@ def read_pfm(path: str | Path) -> np.ndarray:
     array = np.frombuffer(data[: 4 * count], endian + "f4").reshape(height, width, channels)
     array = np.flipud(array).astype(np.float32)
     return array[..., 0] if channels == 1 else array
+
+
+def read_flo5(path: str | Path) -> np.ndarray:
+    """Read a Spring ``.flo5`` file (HDF5, dataset ``flow``): H×W×2 float32, NaN where flow is undefined.
+
+    Spring stores flow at twice the image resolution; this returns it as stored.
+    """
+    import h5py  # imported here: only Spring flow and shards need it, and it costs start-up time
+
+    path = Path(path)
+    try:
+        with h5py.File(path, "r") as handle:
+            dataset = handle.get("flow")
+            if (not isinstance(dataset, h5py.Dataset) or dataset.ndim != 3 or dataset.shape[2] != 2
+                    or dataset.dtype.kind != "f"):
+                shape = getattr(dataset, "shape", None)
+                raise DflowgenError(f"{path} is not a Spring flow file: needs an H×W×2 float dataset 'flow', "
+                                    f"has {shape}")
+            # Checked before decoding: a few compressed bytes can declare gigabytes.
+            if dataset.shape[0] * dataset.shape[1] > MAX_FLO5_VECTORS:
+                raise DflowgenError(f"{path} declares a {dataset.shape[1]}×{dataset.shape[0]} flow, more than "
+                                    f"{MAX_FLO5_VECTORS} vectors (Spring's is 3840×2160)")
+            return np.asarray(dataset[()], dtype=np.float32)
+    except OSError as error:
+        reason = " ".join(str(error).split()) or type(error).__name__
+        raise DflowgenError(f"cannot read Spring flow file {path}: {reason}") from None

@@ -60,6 +60,7 @@ class Candidate:
     seconds: dict[str, float]
     lam: dict[str, Any]
     error: str
+    worker: str = ""
 
     @property
     def complete(self) -> bool:
@@ -75,7 +76,7 @@ def candidates(study: optuna.Study) -> list[Candidate]:
         attrs = trial.user_attrs
         found.append(Candidate(trial.number, EvolutionSampler.generation_of(trial), trial.state.name, trial.value,
                                attrs.get("aepe"), attrs.get("selfsup", {}), attrs.get("seconds", {}),
-                               attrs["lambda"], attrs.get("error", "")))
+                               attrs["lambda"], attrs.get("error", ""), attrs.get("worker", "")))
     return found
 
 
@@ -113,7 +114,8 @@ def candidates_csv(found: Sequence[Candidate]) -> str:
     """The candidate table as CSV text."""
     rows = []
     for c in found:
-        row = {"trial": c.trial, "generation": c.generation, "state": c.state, "metric": c.metric, "aepe": c.aepe,
+        row = {"trial": c.trial, "generation": c.generation, "state": c.state, "worker": c.worker,
+               "metric": c.metric, "aepe": c.aepe,
                "selfsup": c.selfsup.get("total"), **{term: c.selfsup.get(term) for term in TERMS},
                "seconds": c.seconds.get("total"), **{f"{stage}_s": c.seconds.get(stage) for stage in STAGES},
                "error": c.error, **_lambda_columns(c.lam)}

@@ -17,8 +17,11 @@ different settings is refused rather than mixing incomparable candidates.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import math
+import os
+import socket
 import sqlite3
 import sys
 import time
@@ -34,7 +37,7 @@ import torch
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback, fail_stale_trials
 from optuna.trial import TrialState
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, IntegrityError, ProgrammingError
 from tqdm import tqdm
 
 from dflowgen import __version__
@@ -53,6 +56,8 @@ from dflowgen.weights import resolve_weights
 
 STUDY_DB = "study.db"
 STUDY_FILE = "study.json"
+# Workers starting together on an empty database race to create its tables; how often a loser tries again.
+SCHEMA_ATTEMPTS = 5
 # A worker gives up after this many candidates in a row failed (a systematic problem, not a bad λ).
 MAX_CONSECUTIVE_FAILURES = 5
 
@@ -115,12 +120,33 @@ def quiet_optuna() -> Iterator[None]:
         optuna.logging.set_verbosity(verbosity)
 
 
+def with_installed_driver(url: str) -> str:
+    """``url``, naming an installed driver where it names none for PostgreSQL.
+
+    SQLAlchemy reads a plain ``postgresql://`` with psycopg 3 (2.1 and later) or with psycopg2
+    (2.0); either driver serves, so the one installed is used whatever SQLAlchemy's default.
+    """
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return url
+    if parsed.drivername != "postgresql":
+        return url
+    for driver in ("psycopg", "psycopg2"):
+        if importlib.util.find_spec(driver) is not None:
+            return parsed.set(drivername=f"postgresql+{driver}").render_as_string(hide_password=False)
+    raise DflowgenError(f"cannot open search storage {shown_url(url)}: no PostgreSQL driver is installed "
+                        "(pip install psycopg2-binary)")
+
+
 def open_storage(url: str, heartbeat_interval: int, grace_period: int) -> RDBStorage:
     """Optuna RDB storage with heartbeats; a trial whose heartbeat stops is failed and queued again.
 
     A SQLite file is switched to write-ahead logging (a commit costs a third: each of λ's
     parameters is one) and waits up to two minutes for another process's lock. WAL needs
     every process on one machine; workers on several machines share a database server URL.
+    Workers that start together on an empty database race to create its tables; the loser
+    tries again, and then finds them.
     """
     engine_kwargs = {}
     if url.startswith("sqlite"):
@@ -129,12 +155,21 @@ def open_storage(url: str, heartbeat_interval: int, grace_period: int) -> RDBSto
         if path != url and path and path != ":memory:" and Path(path).parent.is_dir():
             with contextlib.closing(sqlite3.connect(path, timeout=120)) as connection:
                 connection.execute("PRAGMA journal_mode=WAL")
-    try:
-        return RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval,
-                          grace_period=grace_period,
-                          heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3))
-    except Exception as error:  # sqlalchemy and driver errors have no common base worth naming
-        raise DflowgenError(f"cannot open search storage {shown_url(url)}: {error}") from None
+    driver_url = with_installed_driver(url)
+    for attempt in range(SCHEMA_ATTEMPTS):
+        try:
+            return RDBStorage(driver_url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval,
+                              grace_period=grace_period,
+                              heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3))
+        except (IntegrityError, ProgrammingError) as error:  # another process created the same table meanwhile
+            failure = error
+            time.sleep(0.5 * (attempt + 1))
+        except Exception as error:  # sqlalchemy and driver errors have no common base worth naming
+            failure = error
+            break
+    # The first line only: sqlalchemy appends the SQL statement and a link.
+    reason = str(failure).strip().splitlines()[0] if str(failure).strip() else type(failure).__name__
+    raise DflowgenError(f"cannot open search storage {shown_url(url)}: {reason}")
 
 
 def load_study(handle: StudyHandle, storage: RDBStorage | None = None) -> optuna.Study:
@@ -206,6 +241,11 @@ def _over_budget(study: optuna.Study, number: int, budget: int) -> bool:
     return sum(trial.number < number for trial in ahead) >= budget
 
 
+def worker_id() -> str:
+    """``host:pid`` of this process: which worker, on which machine, ran a candidate."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
 def make_objective(study: optuna.Study, recipe: Recipe, space: LambdaSpace, target: TargetSet,
                    init: str | Path | None, device: torch.device,
                    assets: str | Path | None) -> Callable[[optuna.Trial], float]:
@@ -216,6 +256,7 @@ def make_objective(study: optuna.Study, recipe: Recipe, space: LambdaSpace, targ
     def objective(trial: optuna.Trial) -> float:
         lam = space.suggest(trial)
         trial.set_user_attr("lambda", lam)
+        trial.set_user_attr("worker", worker_id())
         try:
             candidate = space.apply(recipe, lam, name=f"{study.study_name}-trial-{trial.number}")
             score = score_candidate(candidate, search, target, bank, init, device)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import NamedTuple
 
@@ -20,6 +21,27 @@ def _check_same_size(path_a: Path, array_a: np.ndarray, path_b: Path, array_b: n
         raise DflowgenError(f"{path_a} is {width_a}×{height_a} but {path_b} is {width_b}×{height_b}")
 
 
+def expand_choice(value: str, choices: tuple[str, ...], what: str) -> tuple[str, ...]:
+    """``(value,)``, or every other choice when ``value`` is "both"; an error naming ``what`` when not a choice."""
+    if value not in choices:
+        raise DflowgenError(f"{what} must be one of {', '.join(choices)}, got {value!r}")
+    return tuple(choice for choice in choices if choice != "both") if value == "both" else (value,)
+
+
+def mask_bad_flow(flow: np.ndarray, limit: float = np.inf) -> tuple[np.ndarray, np.ndarray | None]:
+    """H×W×2 ``flow`` with non-finite vectors and components of ``limit`` px or more zeroed, and their mask.
+
+    Returns (flow, H×W bool valid), or (flow, None) when every vector is good. Zero, not NaN,
+    under the mask: a masked loss multiplies by 0, and 0·NaN is NaN.
+    """
+    valid = (np.abs(flow) < limit).all(axis=2)  # NaN compares False, so it is masked too
+    if valid.all():
+        return flow, None
+    flow = flow.copy()
+    flow[~valid] = 0.0
+    return flow, valid
+
+
 class PairFiles(NamedTuple):
     """Where one pair lives on disk.
 
@@ -32,6 +54,23 @@ class PairFiles(NamedTuple):
     flow: Path | None
     name: str
     invalid_masks: tuple[Path, ...] = ()
+
+
+def stepped_pairs(frames: Mapping[int, Path], step: int, flow_for: Callable[[int], Path] | None,
+                  name: str) -> list[PairFiles]:
+    """The pairs (frame n, frame n + ``step``) of one sequence whose frames are ``frames[n]``.
+
+    With ``flow_for`` (n → flow file of frame n), only pairs whose flow file exists; without,
+    every pair, unlabelled. Names are ``"<name>/<n as 4 digits>"``.
+    """
+    pairs = []
+    for number in sorted(frames):
+        if number + step not in frames:
+            continue
+        flow = flow_for(number) if flow_for is not None else None
+        if flow is None or flow.is_file():
+            pairs.append(PairFiles(frames[number], frames[number + step], flow, f"{name}/{number:04d}"))
+    return pairs
 
 
 class PairReader(Dataset):
