@@ -26,13 +26,13 @@ def _check(owner: object, names: tuple[str, ...], section: str, bad: Callable[[A
 
 
 def check_positive(owner: object, *names: str, section: str = "") -> None:
-    """Raise ``ValueError`` ("[section.]name must be positive, got v") unless each named field is > 0."""
-    _check(owner, names, section, lambda value: value <= 0, "must be positive")
+    """Raise ``ValueError`` ("[section.]name must be positive, got v") unless each named field is > 0 (NaN is not)."""
+    _check(owner, names, section, lambda value: not value > 0, "must be positive")
 
 
 def check_non_negative(owner: object, *names: str, section: str = "") -> None:
     """Raise ``ValueError`` ("[section.]name must be >= 0, got v") unless each named field is >= 0."""
-    _check(owner, names, section, lambda value: value < 0, "must be >= 0")
+    _check(owner, names, section, lambda value: not value >= 0, "must be >= 0")
 
 
 def check_probability(owner: object, *names: str, section: str = "") -> None:

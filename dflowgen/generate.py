@@ -35,6 +35,7 @@ from dflowgen.data.shards import (
     manifest_lock,
     read_shard_header,
     record_shard,
+    remove_damaged_shards_locked,
     shard_files,
     sync_manifest_locked,
     write_mix,
@@ -96,6 +97,8 @@ class GenerateResult:
     out: Path
     shards_written: int
     shards_skipped: int
+    shards_replaced: int
+    """Shards found damaged (truncated, foreign or with another checksum) in ``out``, removed and written again."""
     samples_rendered: int
     samples_dropped: int
     seconds: float
@@ -177,12 +180,14 @@ def check_output_path(out: Path) -> None:
         raise DflowgenError(f"output folder {out} is not writable ({nearest}: permission denied)")
 
 
-def prepare_output(out: Path, header: ShardSetHeader, overwrite: bool) -> None:
+def prepare_output(out: Path, header: ShardSetHeader, overwrite: bool, verify_existing: bool = False) -> int:
     """Make ``out`` ready for ``header``'s set: create it, or check (or replace) the set in it.
 
-    The check and the replacement hold the manifest lock, so the processes of a split
-    run starting together replace an old set once. A refused or failed call leaves no
-    folder it created behind.
+    Shards of a matching set are kept only when they pass :func:`remove_damaged_shards_locked`
+    (size and header; the sha256 too with ``verify_existing`` or for a small set); the others
+    are removed, to be written again, and counted in the return value. The check and the
+    replacement hold the manifest lock, so the processes of a split run starting together
+    replace an old set once. A refused or failed call leaves no folder it created behind.
     """
     check_output_path(out)
     created = next((path for path in reversed([out, *out.parents]) if not path.exists()), None)
@@ -190,6 +195,7 @@ def prepare_output(out: Path, header: ShardSetHeader, overwrite: bool) -> None:
         out.mkdir(parents=True, exist_ok=True)
         with manifest_lock(out):
             _replace_if_different(out, header, overwrite)
+            removed = remove_damaged_shards_locked(out, header, hash_all=verify_existing)
             sync_manifest_locked(out, header)
     except OSError as error:
         _remove_created(created)
@@ -197,6 +203,7 @@ def prepare_output(out: Path, header: ShardSetHeader, overwrite: bool) -> None:
     except BaseException:
         _remove_created(created)
         raise
+    return len(removed)
 
 
 def _remove_created(folder: Path | None) -> None:
@@ -297,6 +304,7 @@ def generate_set(
     device: str | torch.device | None = None,
     split: ShardSplit = ShardSplit(),
     overwrite: bool = False,
+    verify_existing: bool = False,
     preview: bool = False,
     assets: str | Path | LayerBank | None = None,
     proxies: Proxies | None = None,
@@ -309,7 +317,8 @@ def generate_set(
     writes the samples it keeps. Writes this process's shards of ``split`` that are not
     already complete, then (with ``preview``) PNG previews of its samples among the first
     ``generate.preview_count``. A folder holding a set made with different settings is
-    refused unless ``overwrite``. ``assets`` is a folder of layer images, a loaded
+    refused unless ``overwrite``; a matching set's damaged shards are written again
+    (``verify_existing`` hashes every kept shard, as is always done for small sets). ``assets`` is a folder of layer images, a loaded
     ``LayerBank`` (to reuse one across calls), or None for the bundled bank; ``device``
     defaults to CUDA when available.
     """
@@ -324,7 +333,7 @@ def generate_set(
     config = recipe.render
     bank = assets if isinstance(assets, LayerBank) else load_layer_bank(assets, size=config.canvas_size)
     header = set_header(recipe, num_samples, bank.fingerprint)
-    prepare_output(out, header, overwrite)
+    replaced = prepare_output(out, header, overwrite, verify_existing)
     started = time.perf_counter()
 
     owned = split.shards(header.num_shards)
@@ -365,6 +374,7 @@ def generate_set(
         out=out,
         shards_written=len(todo),
         shards_skipped=len(owned) - len(todo),
+        shards_replaced=replaced,
         samples_rendered=todo_samples,
         samples_dropped=dropped_total,
         seconds=time.perf_counter() - started,

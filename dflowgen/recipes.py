@@ -12,6 +12,7 @@ Named recipes (``demo``, ``sintel``, ...) are the files in the repository's
 from __future__ import annotations
 
 import dataclasses
+import math
 import sys
 import tomllib
 import types
@@ -30,6 +31,9 @@ from dflowgen.render.config import RenderConfig
 from dflowgen.train.config import TrainConfig
 
 T = TypeVar("T")
+
+# Recipe integers end up in int64 places (HDF5 attributes, torch generators, numpy columns).
+_INT64 = (-(2**63), 2**63 - 1)
 
 
 def _check_value(value: Any, hint: Any, key: str) -> Any:
@@ -63,10 +67,14 @@ def _check_value(value: Any, hint: Any, key: str) -> Any:
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise DflowgenError(f"recipe key '{key}' must be a number, got {value!r}")
+        if not math.isfinite(value):
+            raise DflowgenError(f"recipe key '{key}' must be a finite number, got {value}")
         return float(value)
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise DflowgenError(f"recipe key '{key}' must be an integer, got {value!r}")
+        if not _INT64[0] <= value <= _INT64[1]:
+            raise DflowgenError(f"recipe key '{key}' must fit in 64 bits ({_INT64[0]} to {_INT64[1]}), got {value}")
         return value
     if hint is bool:
         if not isinstance(value, bool):
@@ -241,9 +249,11 @@ def load_recipe(name_or_path: str | Path | None = None) -> Recipe:
         return Recipe()
     path = resolve_recipe_path(name_or_path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as error:
         raise DflowgenError(f"cannot read recipe {path}: {error.strerror}") from None
+    except UnicodeDecodeError as error:
+        raise DflowgenError(f"recipe {path} is not UTF-8 text (undecodable byte at offset {error.start})") from None
     return parse_recipe(text, source=str(path))
 
 

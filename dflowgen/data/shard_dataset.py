@@ -13,7 +13,7 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from dflowgen.data.sample import FlowPair
-from dflowgen.data.shards import read_manifest, shard_files
+from dflowgen.data.shards import H5_ERRORS, h5_reason, open_shard, read_manifest, shard_files
 from dflowgen.errors import DflowgenError
 
 # Open shard files kept per process; random access over many shards reopens the rest.
@@ -23,20 +23,21 @@ _MAX_OPEN_FILES = 16
 def _shard_sizes(folder: Path) -> list[tuple[Path, int]]:
     """(path, sample count) of every complete shard in ``folder``, in shard order.
 
-    Counts come from the manifest; a shard it does not list yet is opened to read its own.
+    Every shard is checked before use (:func:`open_shard`: its size against the manifest, its
+    header against the set's, its arrays' shapes), so a damaged one is named here, not mid-training.
     """
     manifest = read_manifest(folder)
-    listed = {entry.index: entry.num_samples for entry in manifest.shards} if manifest else {}
+    header = manifest.header if manifest else None
+    listed = {entry.index: entry for entry in manifest.shards} if manifest else {}
     sizes = []
     for index, path in shard_files(folder).items():
-        if index in listed:
-            sizes.append((path, listed[index]))
-            continue
-        try:
-            with h5py.File(path, "r") as shard:
-                sizes.append((path, int(shard.attrs["num_samples"])))
-        except (OSError, KeyError) as error:
-            raise DflowgenError(f"{path} is not a readable dflowgen shard: {error}") from None
+        entry = listed.get(index)
+        with open_shard(path, header, entry.bytes if entry else None) as shard:
+            count = int(shard.attrs["num_samples"])
+        if entry is not None and count != entry.num_samples:
+            raise DflowgenError(f"shard {path} holds {count} samples, the manifest says {entry.num_samples}; "
+                                f"run `dflowgen verify {folder}`")
+        sizes.append((path, count))
     return sizes
 
 
@@ -108,7 +109,12 @@ class ShardDataset(Dataset):
 
     def __getitem__(self, index: int) -> FlowPair:
         shard, row = self.locate(index)
-        return read_pair(self._open(shard), row)
+        try:
+            return read_pair(self._open(shard), row)
+        except H5_ERRORS as error:
+            path = self.shard_paths[shard]
+            raise DflowgenError(f"shard {path}: sample {row} is unreadable ({h5_reason(error)}); "
+                                f"run `dflowgen verify {self.folder}`") from None
 
     def params(self, index: int) -> dict[str, np.ndarray]:
         """The scene parameters θ of sample ``index`` (leading dim 1), for ``SceneParams.from_numpy``."""

@@ -50,6 +50,15 @@ from dflowgen.files import atomic_write_bytes, file_sha256
 
 FORMAT_VERSION = 2
 MANIFEST_NAME = "manifest.json"
+# Bounds a reader checks before it trusts a manifest or shard: every loop over shards is at
+# most MAX_SHARDS long, and no header can make a reader allocate more than its real data.
+MAX_SHARDS = 1_000_000
+MAX_SAMPLES = 1 << 32
+MAX_SIDE = 1 << 14
+_MAX_MANIFEST_BYTES = 256 << 20
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+# What h5py raises on damaged files: the C library's errors surface as any of these.
+H5_ERRORS = (OSError, KeyError, ValueError, TypeError, RuntimeError, IndexError, AttributeError)
 _LOCK_NAME = ".manifest.lock"
 _SHARD_NAME = re.compile(r"^shard-(\d{5,})\.h5$")
 # The HDF5 file format is pinned (oldest readers, 1.10 features) so that a newer HDF5
@@ -102,6 +111,17 @@ class ShardSetHeader:
     def num_shards(self) -> int:
         return -(-self.total_samples // self.shard_size)
 
+    def content_differences(self, other: ShardSetHeader) -> list[str]:
+        """The fields that make the samples of ``other``'s set differ from this one's ("width: 64 != 32").
+
+        The recipe text is left out: it also holds settings that change how a set is made, not what it holds,
+        and a resumed run records its own (see ``generate.header_differences`` for the recipe).
+        """
+        names = ("seed", "total_samples", "shard_size", "width", "height", "flow_dtype", "asset_fingerprint",
+                 "format_version")
+        return [f"{name}: {getattr(self, name)} != {getattr(other, name)}"
+                for name in names if getattr(self, name) != getattr(other, name)]
+
     def shard_samples(self, shard_index: int) -> range:
         """Global indices of the samples planned for shard ``shard_index``."""
         start = shard_index * self.shard_size
@@ -109,12 +129,48 @@ class ShardSetHeader:
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> ShardSetHeader:
-        """A header from a manifest dict or shard attributes (extra keys ignored)."""
+        """A header from a manifest dict or shard attributes (extra keys ignored), checked field by field.
+
+        Raises:
+            ValueError: a field is missing, of the wrong type or out of bounds (the message names it).
+        """
         values = {}
         for field in dataclasses.fields(cls):
+            if field.name not in data:
+                raise ValueError(f"no '{field.name}' field")
             value = data[field.name]
             values[field.name] = value.item() if isinstance(value, np.generic) else value
-        return cls(**values)
+        for name in ("recipe", "asset_fingerprint", "dflowgen_version"):
+            _require(values, name, str)
+        for name, (lo, hi) in _HEADER_BOUNDS.items():
+            _require(values, name, int, lo, hi)
+        if values["flow_dtype"] not in ("float32", "float16"):
+            raise ValueError(f"flow_dtype must be float32 or float16, got {values['flow_dtype']!r:.40}")
+        header = cls(**values)
+        if header.num_shards > MAX_SHARDS:
+            raise ValueError(f"{header.total_samples} samples in shards of {header.shard_size} make "
+                             f"{header.num_shards} shards (at most {MAX_SHARDS})")
+        return header
+
+
+_HEADER_BOUNDS = {
+    "seed": (-(2**63), 2**63 - 1),
+    "total_samples": (1, MAX_SAMPLES),
+    "shard_size": (1, MAX_SAMPLES),
+    "width": (1, MAX_SIDE),
+    "height": (1, MAX_SIDE),
+    "format_version": (1, FORMAT_VERSION),
+}
+
+
+def _require(values: Mapping[str, Any], name: str, kind: type, lo: int | None = None, hi: int | None = None) -> Any:
+    """``values[name]`` when it is a ``kind`` (an int within [lo, hi]), else a ValueError naming the field."""
+    value = values[name]
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise ValueError(f"'{name}' must be {'an integer' if kind is int else 'a string'}, got {value!r:.40}")
+    if lo is not None and not lo <= value <= hi:
+        raise ValueError(f"'{name}' must be in [{lo}, {hi}], got {value}")
+    return value
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,6 +186,36 @@ class ShardEntry:
     sha256: str
     dropped: dict[str, int] = dataclasses.field(default_factory=dict)
     """Samples rendered but not written, by reason (``nonfinite``, ``threshold``)."""
+
+    @classmethod
+    def from_mapping(cls, data: Any, header: ShardSetHeader) -> ShardEntry:
+        """An entry of the manifest's ``shards`` list, checked against ``header``'s plan.
+
+        Raises:
+            ValueError: a field is missing, of the wrong type, or disagrees with the plan.
+        """
+        if not isinstance(data, dict):
+            raise ValueError(f"a shard entry must be an object, got {data!r:.40}")
+        names = {field.name for field in dataclasses.fields(cls)}
+        if unknown := data.keys() - names:
+            raise ValueError(f"unknown shard entry field(s) {sorted(unknown)}")
+        if missing := names - data.keys() - {"dropped"}:
+            raise ValueError(f"shard entry without {sorted(missing)}")
+        for name in ("file", "sha256"):
+            _require(data, name, str)
+        index = _require(data, "index", int, 0, header.num_shards - 1)
+        planned = header.shard_samples(index)
+        for name, (lo, hi) in {"first_sample": (planned.start, planned.start), "num_planned": (len(planned), len(planned)),
+                               "num_samples": (0, len(planned)), "bytes": (0, 2**63 - 1)}.items():
+            _require(data, name, int, lo, hi)
+        dropped = data.get("dropped", {})
+        if not isinstance(dropped, dict) or not all(
+            isinstance(count, int) and not isinstance(count, bool) for count in dropped.values()
+        ):
+            raise ValueError(f"shard {index}: 'dropped' must map reasons to counts, got {dropped!r:.40}")
+        if data["file"] != shard_name(index):
+            raise ValueError(f"shard {index} is listed as file {data['file']!r:.40}, expected {shard_name(index)}")
+        return cls(**data)
 
 
 class SampleBatch(NamedTuple):
@@ -262,33 +348,105 @@ def _dataset_names(group: h5py.Group) -> list[str]:
     return names
 
 
+def h5_reason(error: BaseException) -> str:
+    """An h5py error as one short line (HDF5's messages can span lines)."""
+    return " ".join(str(error).split())[:200] or type(error).__name__
+
+
+def open_shard(path: Path, header: ShardSetHeader | None = None, expected_bytes: int | None = None) -> h5py.File:
+    """Open shard ``path`` for reading, after checking everything a reader relies on.
+
+    Checks, cheapest first: the size (``expected_bytes``, from the manifest), the HDF5
+    signature, the set header in the root attributes (equal to ``header`` when given), the
+    shard's place in the set, and the shapes and types of its sample arrays. So a reader
+    never decodes a truncated or foreign file, and a damaged header cannot make it loop
+    over or allocate more than the file holds.
+
+    Raises:
+        DflowgenError: naming the file and what is wrong (and how to find every damaged shard).
+    """
+    path = Path(path)
+    hint = f"run `dflowgen verify {path.parent}`"
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as stream:
+            signature = stream.read(len(HDF5_SIGNATURE))
+    except OSError as error:
+        raise DflowgenError(f"cannot read shard {path}: {error.strerror}") from None
+    if expected_bytes is not None and size != expected_bytes:
+        what = "truncated" if size < expected_bytes else "damaged"
+        raise DflowgenError(f"shard {path} is {what}: {size} bytes, the manifest says {expected_bytes}; {hint}")
+    if signature != HDF5_SIGNATURE:
+        raise DflowgenError(f"shard {path} is not an HDF5 file (bad signature); {hint}")
+    try:
+        shard = h5py.File(path, "r")
+    except H5_ERRORS as error:
+        raise DflowgenError(f"shard {path} is damaged: {h5_reason(error)}; {hint}") from None
+    try:
+        _check_shard(shard, path, header)
+    except H5_ERRORS as error:
+        shard.close()
+        raise DflowgenError(f"shard {path} is damaged: {h5_reason(error)}; {hint}") from None
+    except BaseException:
+        shard.close()
+        raise
+    return shard
+
+
+def _check_shard(shard: h5py.File, path: Path, expected: ShardSetHeader | None) -> None:
+    """Raise ValueError unless ``shard``'s header, place in the set and arrays are consistent."""
+    header = ShardSetHeader.from_mapping(shard.attrs)
+    if expected is not None and (different := header.content_differences(expected)):
+        raise ValueError(f"it belongs to another set ({different[0]})")
+    attrs = {name: shard.attrs.get(name) for name in ("shard_index", "first_sample", "num_planned", "num_samples")}
+    attrs = {name: value.item() if isinstance(value, np.generic) else value for name, value in attrs.items()}
+    index = _require(attrs, "shard_index", int, 0, header.num_shards - 1)
+    if parse_shard_name(path.name) not in (None, index):
+        raise ValueError(f"the file holds shard {index}")
+    planned = header.shard_samples(index)
+    _require(attrs, "first_sample", int, planned.start, planned.start)
+    _require(attrs, "num_planned", int, len(planned), len(planned))
+    count = _require(attrs, "num_samples", int, 0, len(planned))
+    if count == 0:  # every sample was dropped: the shard holds no datasets
+        return
+    size = (header.height, header.width)
+    shapes = {"img1": (*size, 3), "img2": (*size, 3), "flow": (*size, 2), "valid": size, "occ": size, "meta/index": ()}
+    dtypes = {"img1": ("uint8",), "img2": ("uint8",), "flow": ("float32", "float16"), "valid": ("uint8", "bool"),
+              "occ": ("uint8", "bool"), "meta/index": ("int64",)}
+    for name, shape in shapes.items():
+        dataset = shard.get(name)
+        if dataset is None and name == "occ" and header.format_version == 1:
+            continue
+        if not isinstance(dataset, h5py.Dataset):
+            raise ValueError(f"no '{name}' array")
+        if dataset.shape != (count, *shape) or dataset.dtype.name not in dtypes[name]:
+            raise ValueError(f"'{name}' is {dataset.dtype.name} {dataset.shape}, expected {(count, *shape)}")
+
+
 def read_shard_header(path: Path) -> ShardSetHeader:
-    """The set header stored in a shard's root attributes."""
-    try:
-        with h5py.File(path, "r") as shard:
-            return ShardSetHeader.from_mapping(shard.attrs)
-    except (OSError, KeyError) as error:
-        raise DflowgenError(f"{path} is not a readable dflowgen shard: {error}") from None
+    """The set header stored in a shard's root attributes (after :func:`open_shard`'s checks)."""
+    with open_shard(path) as shard:
+        return ShardSetHeader.from_mapping(shard.attrs)
 
 
-def shard_entry_from_file(path: Path) -> ShardEntry:
-    """Describe a complete shard that the manifest does not list (hashes the file)."""
-    try:
-        with h5py.File(path, "r") as shard:
-            attrs = {key: shard.attrs[key] for key in ("shard_index", "first_sample", "num_planned", "num_samples")}
+def shard_entry_from_file(path: Path, header: ShardSetHeader | None = None) -> ShardEntry:
+    """Describe a complete shard that the manifest does not list (checks it, then hashes the file)."""
+    with open_shard(path, header) as shard:
+        attrs = {key: int(shard.attrs[key]) for key in ("shard_index", "first_sample", "num_planned", "num_samples")}
+        try:
             dropped = {
                 key.removeprefix(_DROPPED_PREFIX): int(value)
                 for key, value in shard.attrs.items()
                 if key.startswith(_DROPPED_PREFIX)
             }
-    except (OSError, KeyError) as error:
-        raise DflowgenError(f"{path} is not a readable dflowgen shard: {error}") from None
+        except H5_ERRORS as error:
+            raise DflowgenError(f"shard {path} is damaged: {h5_reason(error)}") from None
     return ShardEntry(
         file=path.name,
-        index=int(attrs["shard_index"]),
-        first_sample=int(attrs["first_sample"]),
-        num_planned=int(attrs["num_planned"]),
-        num_samples=int(attrs["num_samples"]),
+        index=attrs["shard_index"],
+        first_sample=attrs["first_sample"],
+        num_planned=attrs["num_planned"],
+        num_samples=attrs["num_samples"],
         bytes=path.stat().st_size,
         sha256=file_sha256(path),
         dropped=dict(sorted(dropped.items())),
@@ -357,23 +515,47 @@ class Manifest:
 
     @classmethod
     def from_json(cls, text: str) -> Manifest:
+        """A manifest from its JSON text, every field checked.
+
+        Raises:
+            ValueError: not JSON, or a field is missing, mistyped, out of bounds or listed twice.
+        """
         data = json.loads(text)
-        return cls(ShardSetHeader.from_mapping(data), tuple(ShardEntry(**entry) for entry in data["shards"]))
+        if not isinstance(data, dict):
+            raise ValueError(f"expected a JSON object, got {type(data).__name__}")
+        header = ShardSetHeader.from_mapping(data)
+        shards = data.get("shards")
+        if not isinstance(shards, list) or len(shards) > header.num_shards:
+            raise ValueError(f"'shards' must be a list of at most {header.num_shards} entries")
+        entries = {}
+        for item in shards:
+            entry = ShardEntry.from_mapping(item, header)
+            if entry.index in entries:
+                raise ValueError(f"shard {entry.index} is listed twice")
+            entries[entry.index] = entry
+        return cls(header).with_shards(entries)
 
 
 def read_manifest(folder: Path) -> Manifest | None:
-    """The manifest of ``folder``, or None when there is none."""
+    """The manifest of ``folder``, or None when there is none.
+
+    Raises:
+        DflowgenError: the manifest is unreadable, too large, not UTF-8 JSON, or any field is wrong.
+    """
     path = Path(folder) / MANIFEST_NAME
     try:
-        text = path.read_text()
+        if path.stat().st_size > _MAX_MANIFEST_BYTES:
+            raise DflowgenError(f"{path} is not a dflowgen manifest: larger than {_MAX_MANIFEST_BYTES >> 20} MiB")
+        raw = path.read_bytes()
     except FileNotFoundError:
         return None
     except OSError as error:
         raise DflowgenError(f"cannot read {path}: {error.strerror}") from None
     try:
-        return Manifest.from_json(text)
-    except (ValueError, KeyError, TypeError) as error:
-        raise DflowgenError(f"{path} is not a dflowgen manifest: {error}") from None
+        return Manifest.from_json(raw.decode("utf-8"))
+    except (ValueError, RecursionError) as error:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        reason = " ".join(str(error).split())[:200]
+        raise DflowgenError(f"{path} is not a dflowgen manifest: {reason}") from None
 
 
 def write_manifest(folder: Path, manifest: Manifest) -> None:
@@ -414,10 +596,41 @@ def sync_manifest_locked(folder: Path, header: ShardSetHeader) -> Manifest:
     existing = read_manifest(folder)
     listed = {entry.index: entry for entry in existing.shards} if existing else {}
     present = {index: path for index, path in shard_files(folder).items() if index < header.num_shards}
-    entries = {index: listed.get(index) or shard_entry_from_file(path) for index, path in present.items()}
+    entries = {index: listed.get(index) or shard_entry_from_file(path, header) for index, path in present.items()}
     manifest = Manifest(header).with_shards(entries)
     write_manifest(folder, manifest)
     return manifest
+
+
+FULL_HASH_BYTES = 1 << 30
+"""Sets whose listed shards hold at most this many bytes have every shard hashed before a resumed run keeps it."""
+
+
+def remove_damaged_shards_locked(folder: Path, header: ShardSetHeader, hash_all: bool = False) -> list[ShardProblem]:
+    """Delete the shards of ``folder`` a resumed run of ``header``'s set must not keep, and say why.
+
+    Every shard is checked as :func:`open_shard` does (size, signature, header, arrays); listed
+    shards are also hashed when ``hash_all`` or when the set is small (:data:`FULL_HASH_BYTES`).
+    The caller holds :func:`manifest_lock` and then syncs the manifest (which forgets the removed).
+    """
+    folder = Path(folder)
+    manifest = read_manifest(folder)
+    listed = {entry.index: entry for entry in manifest.shards} if manifest else {}
+    hash_all = hash_all or sum(entry.bytes for entry in listed.values()) <= FULL_HASH_BYTES
+    removed = []
+    for index, path in shard_files(folder).items():
+        if index >= header.num_shards:
+            continue
+        entry = listed.get(index)
+        try:
+            with open_shard(path, header, entry.bytes if entry else None):
+                pass
+            if entry is not None and hash_all and file_sha256(path) != entry.sha256:
+                raise DflowgenError(f"shard {path}: sha256 differs from the manifest")
+        except DflowgenError as error:
+            path.unlink()
+            removed.append(ShardProblem(path.name, "corrupt", str(error)))
+    return removed
 
 
 def record_shard(folder: Path, entry: ShardEntry) -> None:
