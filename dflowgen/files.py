@@ -1,10 +1,16 @@
-"""File helpers shared by every writer: content hashes and atomic writes (nothing half-written is ever visible)."""
+"""File helpers shared by every writer: content hashes, atomic writes and output folders (nothing half-written
+or left over from a refused command is ever visible)."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import shutil
+from collections.abc import Callable, Iterator
 from pathlib import Path
+
+from dflowgen.errors import DflowgenError
 
 _HASH_BLOCK = 1 << 20
 
@@ -26,3 +32,29 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         stream.flush()
         os.fsync(stream.fileno())
     os.replace(temp_path, path)
+
+
+def check_output_path(out: Path) -> None:
+    """Fail early, before any work, when ``out`` cannot be a folder we write into (nothing is created)."""
+    nearest = next(path for path in [out, *out.parents] if path.exists())
+    if not nearest.is_dir():
+        what = "exists and is not a folder" if nearest == out else f"cannot be created: {nearest} is not a folder"
+        raise DflowgenError(f"output folder {out} {what}")
+    if not os.access(nearest, os.W_OK | os.X_OK):
+        raise DflowgenError(f"output folder {out} is not writable ({nearest}: permission denied)")
+
+
+@contextlib.contextmanager
+def removed_on_error(out: Path, keep: Callable[[], bool] = lambda: False) -> Iterator[None]:
+    """Remove the folders of ``out`` that did not exist before the block when it fails, unless ``keep()``.
+
+    Wrap the creation of an output folder and the checks that follow it, so a refused command
+    leaves no empty (or half-set-up) folder behind; ``keep`` spares one that holds real results.
+    """
+    created = next((path for path in reversed([out, *out.parents]) if not path.exists()), None)
+    try:
+        yield
+    except BaseException:
+        if created is not None and not keep():
+            shutil.rmtree(created, ignore_errors=True)
+        raise

@@ -42,6 +42,7 @@ from dflowgen.data.shards import (
 )
 from dflowgen.devices import resolve_device
 from dflowgen.errors import DflowgenError
+from dflowgen.files import check_output_path, removed_on_error
 from dflowgen.inspect import PLOT_NAME
 from dflowgen.preview import PREVIEW_FOLDER, write_previews
 from dflowgen.recipes import Recipe, flatten_keys, parse_recipe, recipe_to_toml, to_dict, with_overrides
@@ -170,16 +171,6 @@ def remove_set(folder: Path) -> None:
     shutil.rmtree(folder / PREVIEW_FOLDER, ignore_errors=True)
 
 
-def check_output_path(out: Path) -> None:
-    """Fail early, before any rendering, when ``out`` cannot be a folder we write into."""
-    nearest = next(path for path in [out, *out.parents] if path.exists())
-    if not nearest.is_dir():
-        what = "exists and is not a folder" if nearest == out else f"cannot be created: {nearest} is not a folder"
-        raise DflowgenError(f"output folder {out} {what}")
-    if not os.access(nearest, os.W_OK | os.X_OK):
-        raise DflowgenError(f"output folder {out} is not writable ({nearest}: permission denied)")
-
-
 def prepare_output(out: Path, header: ShardSetHeader, overwrite: bool, verify_existing: bool = False) -> int:
     """Make ``out`` ready for ``header``'s set: create it, or check (or replace) the set in it.
 
@@ -190,25 +181,16 @@ def prepare_output(out: Path, header: ShardSetHeader, overwrite: bool, verify_ex
     replace an old set once. A refused or failed call leaves no folder it created behind.
     """
     check_output_path(out)
-    created = next((path for path in reversed([out, *out.parents]) if not path.exists()), None)
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        with manifest_lock(out):
-            _replace_if_different(out, header, overwrite)
-            removed = remove_damaged_shards_locked(out, header, hash_all=verify_existing)
-            sync_manifest_locked(out, header)
+        with removed_on_error(out):
+            out.mkdir(parents=True, exist_ok=True)
+            with manifest_lock(out):
+                _replace_if_different(out, header, overwrite)
+                removed = remove_damaged_shards_locked(out, header, hash_all=verify_existing)
+                sync_manifest_locked(out, header)
     except OSError as error:
-        _remove_created(created)
         raise DflowgenError(f"cannot write to output folder {out}: {error.strerror or error}") from None
-    except BaseException:
-        _remove_created(created)
-        raise
     return len(removed)
-
-
-def _remove_created(folder: Path | None) -> None:
-    if folder is not None:
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _replace_if_different(out: Path, header: ShardSetHeader, overwrite: bool) -> None:

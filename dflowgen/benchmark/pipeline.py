@@ -39,7 +39,8 @@ from dflowgen.devices import resolve_device
 from dflowgen.errors import DflowgenError
 from dflowgen.evaluate import evaluate
 from dflowgen.files import atomic_write_bytes, file_sha256
-from dflowgen.generate import EXECUTION_KEYS, check_output_path, generate_mix, generate_set
+from dflowgen.files import check_output_path
+from dflowgen.generate import EXECUTION_KEYS, generate_mix, generate_set
 from dflowgen.inspect import set_statistics
 from dflowgen.models.raft import load_raft
 from dflowgen.optimize.proxies import load_proxies

@@ -13,7 +13,7 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from dflowgen.data.sample import FlowPair
-from dflowgen.data.shards import H5_ERRORS, h5_reason, open_shard, read_manifest, shard_files
+from dflowgen.data.shards import H5_ERRORS, ShardSetHeader, h5_reason, open_shard, read_manifest, shard_files
 from dflowgen.errors import DflowgenError
 
 # Open shard files kept per process; random access over many shards reopens the rest.
@@ -24,7 +24,8 @@ def _shard_sizes(folder: Path) -> list[tuple[Path, int]]:
     """(path, sample count) of every complete shard in ``folder``, in shard order.
 
     Every shard is checked before use (:func:`open_shard`: its size against the manifest, its
-    header against the set's, its arrays' shapes), so a damaged one is named here, not mid-training.
+    header against the set's (the first shard's without a manifest), its arrays' shapes), so a damaged
+    one is named here, not mid-training.
     """
     manifest = read_manifest(folder)
     header = manifest.header if manifest else None
@@ -34,6 +35,7 @@ def _shard_sizes(folder: Path) -> list[tuple[Path, int]]:
         entry = listed.get(index)
         with open_shard(path, header, entry.bytes if entry else None) as shard:
             count = int(shard.attrs["num_samples"])
+            header = header or ShardSetHeader.from_mapping(shard.attrs)
         if entry is not None and count != entry.num_samples:
             raise DflowgenError(f"shard {path} holds {count} samples, the manifest says {entry.num_samples}; "
                                 f"run `dflowgen verify {folder}`")

@@ -22,6 +22,7 @@ that was never stopped.
 
 from __future__ import annotations
 
+import contextlib
 import random
 import re
 import sys
@@ -42,6 +43,7 @@ from tqdm import tqdm
 
 from dflowgen import __version__
 from dflowgen.errors import DflowgenError
+from dflowgen.files import removed_on_error
 from dflowgen.losses.sequence import sequence_loss
 from dflowgen.models.raft import build_raft, load_raft
 from dflowgen.recipes import flatten_keys, to_dict
@@ -349,8 +351,12 @@ def train(
     try:
         if context.distributed and config.mode != "supervised":
             raise DflowgenError(f"--mode {config.mode} runs on one process; start it without torchrun")
-        return _train(config, list(sources), list(frames), Path(out_dir), init, teacher, resume, context,
-                      torch_device, quiet, recipe_text)
+        out_dir = Path(out_dir)
+        # A run refused after its folder was made (a bad --init or --teacher, say) leaves no empty folder.
+        cleanup = removed_on_error(out_dir, keep=lambda: (out_dir / LAST_NAME).exists())
+        with cleanup if context.is_main else contextlib.nullcontext():
+            return _train(config, list(sources), list(frames), out_dir, init, teacher, resume, context,
+                          torch_device, quiet, recipe_text)
     finally:
         if owns_group:
             shutdown_distributed()
