@@ -8,6 +8,7 @@ against :data:`MAX_PIXELS` first and raises a one-line :class:`DflowgenError` na
 
 from __future__ import annotations
 
+import contextlib
 import struct
 import warnings
 from pathlib import Path
@@ -55,25 +56,20 @@ def read_png_header(path: Path, what: str = "PNG") -> PngHeader:
 
 def open_image(path: Path, what: str = "image") -> Image.Image:
     """Open and decode an image with Pillow after checking the size its header declares."""
-    try:
-        with warnings.catch_warnings():
-            # Pillow warns (or refuses) past its own, larger limit; ours below is the one that applies.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(path)
-    except Image.DecompressionBombError:
-        raise DflowgenError(f"{what} {path} declares more than {MAX_PIXELS:,} pixels; the file is damaged or "
-                            "not an image of this kind") from None
-    except (OSError, ValueError, SyntaxError) as error:
-        raise DflowgenError(f"cannot read {what} {path}: {_reason(error)}") from None
-    try:
-        check_declared_size(path, *image.size, what)
-        image.load()
-    except (OSError, ValueError, SyntaxError) as error:
-        image.close()
-        raise DflowgenError(f"cannot read {what} {path}: {_reason(error)}") from None
-    except BaseException:
-        image.close()
-        raise
+    with contextlib.ExitStack() as opened:  # closes the file unless it decodes
+        try:
+            with warnings.catch_warnings():
+                # Pillow warns (or refuses) past its own, larger limit; ours below is the one that applies.
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                image = opened.enter_context(Image.open(path))
+            check_declared_size(path, *image.size, what)
+            image.load()
+        except Image.DecompressionBombError:
+            raise DflowgenError(f"{what} {path} declares more than {MAX_PIXELS:,} pixels; the file is damaged or "
+                                "not an image of this kind") from None
+        except (OSError, ValueError, SyntaxError) as error:
+            raise DflowgenError(f"cannot read {what} {path}: {_reason(error)}") from None
+        opened.pop_all()
     return image
 
 

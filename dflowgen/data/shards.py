@@ -378,18 +378,13 @@ def open_shard(path: Path, header: ShardSetHeader | None = None, expected_bytes:
         raise DflowgenError(f"shard {path} is {what}: {size} bytes, the manifest says {expected_bytes}; {hint}")
     if signature != HDF5_SIGNATURE:
         raise DflowgenError(f"shard {path} is not an HDF5 file (bad signature); {hint}")
-    try:
-        shard = h5py.File(path, "r")
-    except H5_ERRORS as error:
-        raise DflowgenError(f"shard {path} is damaged: {h5_reason(error)}; {hint}") from None
-    try:
-        _check_shard(shard, path, header)
-    except H5_ERRORS as error:
-        shard.close()
-        raise DflowgenError(f"shard {path} is damaged: {h5_reason(error)}; {hint}") from None
-    except BaseException:
-        shard.close()
-        raise
+    with contextlib.ExitStack() as opened:  # closes the file unless every check passes
+        try:
+            shard = opened.enter_context(h5py.File(path, "r"))
+            _check_shard(shard, path, header)
+        except H5_ERRORS as error:
+            raise DflowgenError(f"shard {path} is damaged: {h5_reason(error)}; {hint}") from None
+        opened.pop_all()
     return shard
 
 
