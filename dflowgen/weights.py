@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from dflowgen.errors import DflowgenError
 from dflowgen.files import atomic_write_bytes, file_sha256
-from dflowgen.models.raft import load_raft
+from dflowgen.models.raft import MODEL_NAMES, load_raft
 
 OFFICIAL_ARCHIVE_URL = "https://dl.dropboxusercontent.com/s/4j4z58wuv8o0mfz/models.zip"
 OFFICIAL_ARCHIVE_SHA256 = "4be6101b271f58ec49866da5cf609fd17e86e9cae2483f70630ef4a295dc66bd"
@@ -82,13 +82,25 @@ def weights_dir() -> Path:
 
 
 def _read_index(store: Path) -> dict[str, dict]:
+    """The store's ``index.json`` (name → {file, model, sha256}), every entry checked."""
     index_path = store / "index.json"
     if not index_path.is_file():
         return {}
+    fix = "delete it and add the weights again"
     try:
-        return json.loads(index_path.read_text())
-    except (OSError, json.JSONDecodeError) as error:
-        raise DflowgenError(f"weights index {index_path} is unreadable ({error}); delete it and add the weights again") from None
+        index = json.loads(index_path.read_bytes().decode("utf-8"))
+    except OSError as error:
+        raise DflowgenError(f"weights index {index_path} is unreadable ({error.strerror}); {fix}") from None
+    except ValueError as error:  # not UTF-8, or not JSON
+        raise DflowgenError(f"weights index {index_path} is not JSON ({' '.join(str(error).split())}); {fix}") from None
+    if not isinstance(index, dict):
+        raise DflowgenError(f"weights index {index_path} must map names to entries; {fix}")
+    for name, entry in index.items():
+        if not (isinstance(entry, dict) and isinstance(entry.get("file"), str) and isinstance(entry.get("sha256"), str)
+                and Path(entry["file"]).name == entry["file"] and entry.get("model") in (None, *MODEL_NAMES)):
+            raise DflowgenError(f"weights index {index_path}: entry '{name}' must be {{file, model, sha256}} with a "
+                                f"file name in the store, got {json.dumps(entry)[:80]}; {fix}")
+    return index
 
 
 def _write_index(store: Path, index: dict[str, dict]) -> None:
@@ -120,7 +132,9 @@ def list_weights(store: Path | None = None) -> list[StoredWeights]:
 def add_weights(name: str, source: str | Path, model: str | None = None, store: Path | None = None) -> StoredWeights:
     """Copy a local checkpoint into the store under ``name``.
 
-    For an official release name the file's sha256 must match the release's.
+    For an official release name the file's sha256 must match the release's. The file must
+    load safely (weights only) into ``model`` (default: the architecture it records, or the one
+    its keys show); a pickle, a damaged file or weights of another architecture are refused.
     """
     _check_name(name)
     source = Path(source)
@@ -135,6 +149,8 @@ def add_weights(name: str, source: str | Path, model: str | None = None, store: 
                 "register it under another name"
             )
         model = release.model
+    # Load it as every user will (weights only, no pickled code) and check its keys and shapes fit the model.
+    model = load_raft(source, model_name=model).model_name
     store = _ensure_store(store or weights_dir())
     target = store / f"{name}.pth"
     temporary = store / f".{name}.pth.tmp"
