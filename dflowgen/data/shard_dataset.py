@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import bisect
+import contextlib
 import os
 from collections import OrderedDict
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -109,28 +111,33 @@ class ShardDataset(Dataset):
         self._files.move_to_end(shard)
         return handle
 
-    def __getitem__(self, index: int) -> FlowPair:
+    @contextlib.contextmanager
+    def _reading(self, index: int) -> Iterator[tuple[h5py.File, int]]:
+        """(open shard, row) of sample ``index``; a damaged chunk is a one-line error naming both."""
         shard, row = self.locate(index)
         try:
-            return read_pair(self._open(shard), row)
+            yield self._open(shard), row
         except H5_ERRORS as error:
-            path = self.shard_paths[shard]
-            raise DflowgenError(f"shard {path}: sample {row} is unreadable ({h5_reason(error)}); "
+            raise DflowgenError(f"shard {self.shard_paths[shard]}: sample {row} is unreadable ({h5_reason(error)}); "
                                 f"run `dflowgen verify {self.folder}`") from None
+
+    def __getitem__(self, index: int) -> FlowPair:
+        with self._reading(index) as (shard, row):
+            return read_pair(shard, row)
 
     def params(self, index: int) -> dict[str, np.ndarray]:
         """The scene parameters θ of sample ``index`` (leading dim 1), for ``SceneParams.from_numpy``."""
-        shard, row = self.locate(index)
-        group = self._open(shard).get("params")
-        if group is None:
-            raise DflowgenError(
-                f"{self.shard_paths[shard]} holds no scene parameters (generated with generate.store_params = false); "
-                "re-draw them with dflowgen.render.sample_params from the stored recipe, seed and meta/index"
-            )
-        return {name: group[name][row : row + 1] for name in group}
+        with self._reading(index) as (shard, row):
+            group = shard.get("params")
+            if group is None:
+                raise DflowgenError(
+                    f"{shard.filename} holds no scene parameters (generated with generate.store_params = false); "
+                    "re-draw them with dflowgen.render.sample_params from the stored recipe, seed and meta/index"
+                )
+            return {name: group[name][row : row + 1] for name in group}
 
     def meta(self, index: int) -> dict[str, Any]:
         """The per-sample metadata columns of sample ``index`` as Python scalars."""
-        shard, row = self.locate(index)
-        group = self._open(shard)["meta"]
-        return {name: group[name][row].tolist() for name in group}
+        with self._reading(index) as (shard, row):
+            group = shard["meta"]
+            return {name: group[name][row].tolist() for name in group}
