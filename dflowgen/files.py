@@ -45,16 +45,17 @@ def check_output_path(out: Path) -> None:
 
 
 @contextlib.contextmanager
-def removed_on_error(out: Path, keep: Callable[[], bool] = lambda: False) -> Iterator[None]:
-    """Remove the folders of ``out`` that did not exist before the block when it fails, unless ``keep()``.
+def removed_on_error(out: Path, errors: tuple[type[BaseException], ...] = (BaseException,),
+                     keep: Callable[[], bool] = lambda: False) -> Iterator[None]:
+    """Remove the folders of ``out`` that did not exist before the block when it raises one of ``errors``.
 
     Wrap the creation of an output folder and the checks that follow it, so a refused command
-    leaves no empty (or half-set-up) folder behind; ``keep`` spares one that holds real results.
+    leaves no empty (or half-set-up) folder behind; ``keep()`` spares one that holds real results.
     """
     created = next((path for path in reversed([out, *out.parents]) if not path.exists()), None)
     try:
         yield
-    except BaseException:
+    except errors:
         if created is not None and not keep():
             shutil.rmtree(created, ignore_errors=True)
         raise

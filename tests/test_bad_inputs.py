@@ -9,6 +9,9 @@ import torch
 from click.testing import CliRunner
 
 from dflowgen.cli import cli
+from dflowgen.errors import DflowgenError
+from dflowgen.recipes import load_recipe
+from dflowgen.train.proxy import make_proxy
 from test_train_modes import write_frames
 
 
@@ -73,3 +76,10 @@ def test_refused_runs_leave_no_output_folder(tmp_path, frames, case):
     before = sorted(tmp_path.rglob("*"))
     assert_one_line_error([*args, "--device", "cpu", "--quiet"], fragment)
     assert sorted(tmp_path.rglob("*")) == before
+
+
+def test_proxy_output_path_is_checked_before_training(tmp_path):
+    config = load_recipe("train-proxy").train
+    with pytest.raises(DflowgenError, match="it is a folder"):
+        make_proxy(config, [], "absent.pth", tmp_path)
+    assert sorted(tmp_path.iterdir()) == []

@@ -352,8 +352,9 @@ def train(
         if context.distributed and config.mode != "supervised":
             raise DflowgenError(f"--mode {config.mode} runs on one process; start it without torchrun")
         out_dir = Path(out_dir)
-        # A run refused after its folder was made (a bad --init or --teacher, say) leaves no empty folder.
-        cleanup = removed_on_error(out_dir, keep=lambda: (out_dir / LAST_NAME).exists())
+        # A run refused after its folder was made (a bad --init or --teacher, say) leaves no folder behind;
+        # an interrupted or crashed run keeps its log.
+        cleanup = removed_on_error(out_dir, (DflowgenError,), keep=lambda: (out_dir / LAST_NAME).exists())
         with cleanup if context.is_main else contextlib.nullcontext():
             return _train(config, list(sources), list(frames), out_dir, init, teacher, resume, context,
                           torch_device, quiet, recipe_text)
