@@ -3,7 +3,8 @@
 An image file states its size in a few header bytes; a decoder then allocates what the
 header claims. A 14 KB PNG that claims 1×512,958,455 pixels, or a ``.ppm`` header claiming
 30000×30000, would make it allocate gigabytes, so every reader checks the declared size
-against :data:`MAX_PIXELS` first and raises a one-line :class:`DflowgenError` naming the file.
+against :data:`MAX_PIXELS` first, and a PNG's also against what its file size can hold once
+inflated, and raises a one-line :class:`DflowgenError` naming the file.
 """
 
 from __future__ import annotations
@@ -22,6 +23,10 @@ MAX_PIXELS = 1 << 26
 """The most pixels an image file may declare (67 M: 8192×8192, ~30× a Sintel or KITTI frame)."""
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# Deflate expands at most ~1032× (258-byte runs in 2 bits): a PNG claiming more raw bytes than this many times its
+# file size cannot hold them, whatever MAX_PIXELS allows.
+_DEFLATE_MAX_RATIO = 1100
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
 
 
 class PngHeader(NamedTuple):
@@ -48,14 +53,30 @@ def read_png_header(path: Path, what: str = "PNG") -> PngHeader:
     except OSError as error:
         raise DflowgenError(f"cannot read {what} {path}: {error.strerror}") from None
     if len(head) < 33 or not head.startswith(PNG_SIGNATURE) or head[12:16] != b"IHDR":
-        raise DflowgenError(f"{what} {path} is not a PNG file (no PNG signature and IHDR header)")
+        raise DflowgenError(f"cannot read {what} {path}: not a PNG file (no PNG signature and IHDR header)")
     header = PngHeader(*struct.unpack(">IIBB", head[16:26]))
     check_declared_size(path, header.width, header.height, what)
+    channels = _PNG_CHANNELS.get(header.colour_type)
+    if channels is None or header.bit_depth not in (1, 2, 4, 8, 16):
+        raise DflowgenError(f"{what} {path} has a damaged PNG header (bit depth {header.bit_depth}, colour type "
+                            f"{header.colour_type})")
+    raw_bytes = header.height * (1 + -(-header.width * channels * header.bit_depth // 8))
+    size = path.stat().st_size
+    if raw_bytes > _DEFLATE_MAX_RATIO * size:
+        raise DflowgenError(f"{what} {path} declares {header.width}×{header.height} pixels, more than its {size} "
+                            "bytes can hold; the file is damaged")
     return header
 
 
 def open_image(path: Path, what: str = "image") -> Image.Image:
     """Open and decode an image with Pillow after checking the size its header declares."""
+    try:
+        with open(path, "rb") as stream:
+            signature = stream.read(len(PNG_SIGNATURE))
+    except OSError as error:
+        raise DflowgenError(f"cannot read {what} {path}: {error.strerror}") from None
+    if signature == PNG_SIGNATURE:  # Pillow's header check has no compression bound: apply ours
+        read_png_header(path, what)
     with contextlib.ExitStack() as opened:  # closes the file unless it decodes
         try:
             with warnings.catch_warnings():

@@ -73,3 +73,11 @@ def test_generate_with_a_bomb_among_the_layer_images_is_one_line(tmp_path):
     lines = result.output.strip().splitlines()
     assert result.exit_code == 2 and len(lines) == 1 and "huge.ppm declares" in lines[0], result.output
     assert not out.exists()
+
+
+def test_png_claiming_more_than_its_bytes_can_inflate_to_is_refused(tmp_path):
+    """Within MAX_PIXELS, but 4000×4000 16-bit RGB (96 MB) cannot come out of a file of a few hundred bytes."""
+    path = kitti_png_claiming(tmp_path / "000000_10.png", 4000, 4000)
+    for read in (read_kitti_png, read_rgb):
+        with pytest.raises(DflowgenError, match="more than its .* bytes can hold"):
+            read(path)
