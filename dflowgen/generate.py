@@ -115,17 +115,20 @@ def parse_size(text: str) -> tuple[int, int]:
 
 
 def set_header(recipe: Recipe, num_samples: int, asset_fingerprint: str) -> ShardSetHeader:
-    """The header of the set ``recipe`` makes with ``num_samples`` samples."""
-    return ShardSetHeader(
-        recipe=recipe_to_toml(recipe),
-        seed=recipe.generate.seed,
-        total_samples=num_samples,
-        shard_size=recipe.generate.shard_size,
-        width=recipe.render.width,
-        height=recipe.render.height,
-        flow_dtype=recipe.generate.flow_dtype,
-        asset_fingerprint=asset_fingerprint,
-    )
+    """The header of the set ``recipe`` makes with ``num_samples`` samples (bounded as every reader requires)."""
+    try:
+        return ShardSetHeader(
+            recipe=recipe_to_toml(recipe),
+            seed=recipe.generate.seed,
+            total_samples=num_samples,
+            shard_size=recipe.generate.shard_size,
+            width=recipe.render.width,
+            height=recipe.render.height,
+            flow_dtype=recipe.generate.flow_dtype,
+            asset_fingerprint=asset_fingerprint,
+        )
+    except ValueError as error:
+        raise DflowgenError(f"cannot make a set of {num_samples} samples: {error}") from None
 
 
 def header_differences(old: ShardSetHeader, new: ShardSetHeader) -> list[str]:
@@ -306,6 +309,7 @@ def generate_set(
     """
     if num_samples < 1:
         raise DflowgenError(f"--num-samples must be positive, got {num_samples}")
+    set_header(recipe, num_samples, asset_fingerprint="")  # the set's bounds, checked before any work
     out = Path(out)
     check_output_path(out)
     device = resolve_device(device)

@@ -45,6 +45,8 @@ def assert_one_line_error(result, fragment: str) -> None:
         (["--num-samples", "4", "--shard-index", "1"], "--num-shards"),
         (["--num-samples", "4", "--recipe", "no-such-recipe"], "no-such-recipe"),
         (["--num-samples", "4", "--size", "1048576x1048576"], "at most 4096"),
+        (["--num-samples", str(10**15)], "'total_samples' must be in"),
+        (["--num-samples", "1000001", "--shard-size", "1"], "1000001 shards (at most 1000000)"),
         (["--num-samples", "4", "--seed", str(2**64)], "generate.seed' must fit in 64 bits"),
     ],
 )

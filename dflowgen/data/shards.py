@@ -140,17 +140,21 @@ class ShardSetHeader:
                 raise ValueError(f"no '{field.name}' field")
             value = data[field.name]
             values[field.name] = value.item() if isinstance(value, np.generic) else value
+        return cls(**values)
+
+    def __post_init__(self) -> None:
+        """Raise ValueError, naming the field, for a wrong type or a value out of bounds (readers loop and
+        allocate by these numbers)."""
+        values = vars(self)
         for name in ("recipe", "asset_fingerprint", "dflowgen_version"):
             _require(values, name, str)
         for name, (lo, hi) in _HEADER_BOUNDS.items():
             _require(values, name, int, lo, hi)
-        if values["flow_dtype"] not in ("float32", "float16"):
-            raise ValueError(f"flow_dtype must be float32 or float16, got {values['flow_dtype']!r:.40}")
-        header = cls(**values)
-        if header.num_shards > MAX_SHARDS:
-            raise ValueError(f"{header.total_samples} samples in shards of {header.shard_size} make "
-                             f"{header.num_shards} shards (at most {MAX_SHARDS})")
-        return header
+        if self.flow_dtype not in ("float32", "float16"):
+            raise ValueError(f"flow_dtype must be float32 or float16, got {self.flow_dtype!r:.40}")
+        if self.num_shards > MAX_SHARDS:
+            raise ValueError(f"{self.total_samples} samples in shards of {self.shard_size} make "
+                             f"{self.num_shards} shards (at most {MAX_SHARDS})")
 
 
 _HEADER_BOUNDS = {
