@@ -303,9 +303,9 @@ def generate_set(
     already complete, then (with ``preview``) PNG previews of its samples among the first
     ``generate.preview_count``. A folder holding a set made with different settings is
     refused unless ``overwrite``; a matching set's damaged shards are written again
-    (``verify_existing`` hashes every kept shard, as is always done for small sets). ``assets`` is a folder of layer images, a loaded
-    ``LayerBank`` (to reuse one across calls), or None for the bundled bank; ``device``
-    defaults to CUDA when available.
+    (``verify_existing`` hashes every kept shard, as is always done for small sets).
+    ``assets`` is a folder of layer images, a loaded ``LayerBank`` (to reuse one across
+    calls), or None for the bundled bank; ``device`` defaults to CUDA when available.
     """
     if num_samples < 1:
         raise DflowgenError(f"--num-samples must be positive, got {num_samples}")

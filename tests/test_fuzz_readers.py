@@ -29,5 +29,6 @@ def test_mutated_files_give_only_one_line_errors(tmp_path, target):
                                 capture_output=True, text=True, timeout=TIMEOUT_S, env=environment)
     except subprocess.TimeoutExpired:
         left = sorted(path.name for path in tmp_path.glob("current*"))
-        pytest.fail(f"the {target} readers ran past {TIMEOUT_S} s; the input being read is kept as {left} in {tmp_path}")
+        pytest.fail(f"the {target} readers ran past {TIMEOUT_S} s; the input being read is kept as {left} "
+                    f"in {tmp_path}")
     assert result.returncode == 0, f"unclean errors:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"

@@ -132,7 +132,8 @@ def test_add_loads_safely_and_checks_the_architecture(store, tmp_path):
     assert store_lib.add_weights("mine", full).model == "raft"
 
 
-@pytest.mark.parametrize("content", [b"\xff\xfe{}", b"[1, 2]", b'{"a": 3}', b'{"a": {"file": "../x.pth", "sha256": "0"}}',
+@pytest.mark.parametrize("content", [b"\xff\xfe{}", b"[1, 2]", b'{"a": 3}',
+                                     b'{"a": {"file": "../x.pth", "sha256": "0"}}',
                                      b'{"a": {"file": "a.pth", "sha256": "0", "model": "resnet"}}'])
 def test_bad_index_is_a_one_line_error(store, content):
     store.mkdir()

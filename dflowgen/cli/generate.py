@@ -36,7 +36,8 @@ def _summary(result: GenerateResult) -> str:
     state = "complete" if result.complete else "incomplete (other shards still to be written)"
     dropped = f", dropped {result.samples_dropped}" if result.samples_dropped else ""
     replaced = f" ({result.shards_replaced} of them damaged before)" if result.shards_replaced else ""
-    return (f"{result.out}: wrote {result.shards_written} shards{replaced} ({result.samples_rendered} samples{dropped}, "
+    return (f"{result.out}: wrote {result.shards_written} shards{replaced} "
+            f"({result.samples_rendered} samples{dropped}, "
             f"{rate:.2f} samples/s), kept {result.shards_skipped}; set {state}")
 
 

@@ -209,8 +209,9 @@ class ShardEntry:
             _require(data, name, str)
         index = _require(data, "index", int, 0, header.num_shards - 1)
         planned = header.shard_samples(index)
-        for name, (lo, hi) in {"first_sample": (planned.start, planned.start), "num_planned": (len(planned), len(planned)),
-                               "num_samples": (0, len(planned)), "bytes": (0, 2**63 - 1)}.items():
+        bounds = {"first_sample": (planned.start, planned.start), "num_planned": (len(planned), len(planned)),
+                  "num_samples": (0, len(planned)), "bytes": (0, 2**63 - 1)}
+        for name, (lo, hi) in bounds.items():
             _require(data, name, int, lo, hi)
         dropped = data.get("dropped", {})
         if not isinstance(dropped, dict) or not all(

@@ -79,8 +79,8 @@ class RenderConfig:
         if self.width < 8 or self.height < 8:
             raise ValueError(f"image size must be at least 8×8, got {self.width}×{self.height}")
         if max(self.width, self.height, self.canvas_margin) > MAX_SIDE:
-            raise ValueError(f"image size and canvas_margin must be at most {MAX_SIDE}, got {self.width}×{self.height} "
-                             f"with margin {self.canvas_margin}")
+            raise ValueError(f"image size and canvas_margin must be at most {MAX_SIDE}, "
+                             f"got {self.width}×{self.height} with margin {self.canvas_margin}")
         check_non_negative(self, "canvas_margin")
         if self.num_layers[0] < 0:
             raise ValueError(f"num_layers must be >= 0, got {self.num_layers}")

@@ -71,7 +71,8 @@ def make_proxy(config: TrainConfig, frames: Sequence[DataSource], init: str | Pa
     if not out.parent.is_dir():
         raise DflowgenError(f"cannot write the proxy {out}: folder {out.parent} does not exist")
     if out.is_dir():
-        raise DflowgenError(f"cannot write the proxy {out}: it is a folder (give a file name, e.g. {out / 'proxy.pth'})")
+        raise DflowgenError(f"cannot write the proxy {out}: it is a folder (give a file name, "
+                            f"e.g. {out / 'proxy.pth'})")
     if not os.access(out.parent, os.W_OK | os.X_OK):
         raise DflowgenError(f"cannot write the proxy {out}: folder {out.parent} is not writable")
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(out)
