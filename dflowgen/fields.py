@@ -7,6 +7,7 @@ module imports nothing of dflowgen but its error type.
 from __future__ import annotations
 
 import dataclasses
+import math
 import sys
 import types
 import typing
@@ -16,6 +17,9 @@ from typing import Any, TypeVar
 from dflowgen.errors import DflowgenError
 
 T = TypeVar("T")
+
+# Recipe integers end up in int64 places (HDF5 attributes, torch generators, numpy columns).
+_INT64 = (-(2**63), 2**63 - 1)
 
 
 def range_field(lo: float, hi: float) -> Any:
@@ -37,13 +41,13 @@ def _check(owner: object, names: tuple[str, ...], section: str, bad: Callable[[A
 
 
 def check_positive(owner: object, *names: str, section: str = "") -> None:
-    """Raise ``ValueError`` ("[section.]name must be positive, got v") unless each named field is > 0."""
-    _check(owner, names, section, lambda value: value <= 0, "must be positive")
+    """Raise ``ValueError`` ("[section.]name must be positive, got v") unless each named field is > 0 (NaN is not)."""
+    _check(owner, names, section, lambda value: not value > 0, "must be positive")
 
 
 def check_non_negative(owner: object, *names: str, section: str = "") -> None:
     """Raise ``ValueError`` ("[section.]name must be >= 0, got v") unless each named field is >= 0."""
-    _check(owner, names, section, lambda value: value < 0, "must be >= 0")
+    _check(owner, names, section, lambda value: not value >= 0, "must be >= 0")
 
 
 def check_probability(owner: object, *names: str, section: str = "") -> None:
@@ -82,10 +86,14 @@ def _check_value(value: Any, hint: Any, key: str) -> Any:
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise DflowgenError(f"recipe key '{key}' must be a number, got {value!r}")
+        if not math.isfinite(value):
+            raise DflowgenError(f"recipe key '{key}' must be a finite number, got {value}")
         return float(value)
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise DflowgenError(f"recipe key '{key}' must be an integer, got {value!r}")
+        if not _INT64[0] <= value <= _INT64[1]:
+            raise DflowgenError(f"recipe key '{key}' must fit in 64 bits ({_INT64[0]} to {_INT64[1]}), got {value}")
         return value
     if hint is bool:
         if not isinstance(value, bool):

@@ -22,13 +22,15 @@ from tqdm import tqdm
 
 from dflowgen.assets import LayerBank, load_layer_bank
 from dflowgen.data.batches import DROP_REASONS, produce_batch
-from dflowgen.data.sets import ShardSplit, check_output_path, prepare_output, replace_if_other_mix
 from dflowgen.data.manifest import read_manifest, record_shard, write_mix
-from dflowgen.data.shards import ShardSetHeader, ShardWriter, shard_files
+from dflowgen.data.preview import write_previews
+from dflowgen.data.sets import ShardSplit, prepare_output, replace_if_other_mix
+from dflowgen.data.shard_check import shard_files
+from dflowgen.data.shards import ShardSetHeader, ShardWriter
 from dflowgen.devices import resolve_device
 from dflowgen.errors import DflowgenError
-from dflowgen.data.preview import write_previews
 from dflowgen.fields import flatten_keys, to_dict
+from dflowgen.files import check_output_path
 from dflowgen.recipes import Recipe, parse_recipe, recipe_to_toml, with_overrides
 from dflowgen.optimize.proxies import Proxies, check_target_named, load_proxies
 
@@ -45,6 +47,8 @@ class GenerateResult:
     out: Path
     shards_written: int
     shards_skipped: int
+    shards_replaced: int
+    """Shards found damaged (truncated, foreign or with another checksum) in ``out``, removed and written again."""
     samples_rendered: int
     samples_dropped: int
     seconds: float
@@ -52,17 +56,20 @@ class GenerateResult:
 
 
 def set_header(recipe: Recipe, num_samples: int, asset_fingerprint: str) -> ShardSetHeader:
-    """The header of the set ``recipe`` makes with ``num_samples`` samples."""
-    return ShardSetHeader(
-        recipe=recipe_to_toml(recipe),
-        seed=recipe.generate.seed,
-        total_samples=num_samples,
-        shard_size=recipe.generate.shard_size,
-        width=recipe.render.width,
-        height=recipe.render.height,
-        flow_dtype=recipe.generate.flow_dtype,
-        asset_fingerprint=asset_fingerprint,
-    )
+    """The header of the set ``recipe`` makes with ``num_samples`` samples (bounded as every reader requires)."""
+    try:
+        return ShardSetHeader(
+            recipe=recipe_to_toml(recipe),
+            seed=recipe.generate.seed,
+            total_samples=num_samples,
+            shard_size=recipe.generate.shard_size,
+            width=recipe.render.width,
+            height=recipe.render.height,
+            flow_dtype=recipe.generate.flow_dtype,
+            asset_fingerprint=asset_fingerprint,
+        )
+    except ValueError as error:
+        raise DflowgenError(f"cannot make a set of {num_samples} samples: {error}") from None
 
 
 def header_differences(old: ShardSetHeader, new: ShardSetHeader) -> list[str]:
@@ -96,6 +103,7 @@ def generate_set(
     device: str | torch.device | None = None,
     split: ShardSplit = ShardSplit(),
     overwrite: bool = False,
+    verify_existing: bool = False,
     preview: bool = False,
     assets: str | Path | LayerBank | None = None,
     proxies: Proxies | None = None,
@@ -108,12 +116,14 @@ def generate_set(
     writes the samples it keeps. Writes this process's shards of ``split`` that are not
     already complete, then (with ``preview``) PNG previews of its samples among the first
     ``generate.preview_count``. A folder holding a set made with different settings is
-    refused unless ``overwrite``. ``assets`` is a folder of layer images, a loaded
-    ``LayerBank`` (to reuse one across calls), or None for the bundled bank; ``device``
-    defaults to CUDA when available.
+    refused unless ``overwrite``; a matching set's damaged shards are written again
+    (``verify_existing`` hashes every kept shard, as is always done for small sets).
+    ``assets`` is a folder of layer images, a loaded ``LayerBank`` (to reuse one across
+    calls), or None for the bundled bank; ``device`` defaults to CUDA when available.
     """
     if num_samples < 1:
         raise DflowgenError(f"--num-samples must be positive, got {num_samples}")
+    set_header(recipe, num_samples, asset_fingerprint="")  # the set's bounds, checked before any work
     out = Path(out)
     check_output_path(out)
     device = resolve_device(device)
@@ -123,7 +133,7 @@ def generate_set(
     config = recipe.render
     bank = assets if isinstance(assets, LayerBank) else load_layer_bank(assets, size=config.canvas_size)
     header = set_header(recipe, num_samples, bank.fingerprint)
-    prepare_output(out, header, overwrite, header_differences)
+    replaced = prepare_output(out, header, overwrite, header_differences, verify_existing)
     started = time.perf_counter()
 
     owned = split.shards(header.num_shards)
@@ -162,6 +172,7 @@ def generate_set(
         out=out,
         shards_written=len(todo),
         shards_skipped=len(owned) - len(todo),
+        shards_replaced=replaced,
         samples_rendered=todo_samples,
         samples_dropped=dropped_total,
         seconds=time.perf_counter() - started,

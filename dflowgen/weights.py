@@ -78,13 +78,25 @@ def weights_dir() -> Path:
 
 
 def _read_index(store: Path) -> dict[str, dict]:
+    """The store's ``index.json`` (name → {file, model, sha256}), every entry checked."""
     index_path = store / "index.json"
     if not index_path.is_file():
         return {}
+    fix = "delete it and add the weights again"
     try:
-        return json.loads(index_path.read_text())
-    except (OSError, json.JSONDecodeError) as error:
-        raise DflowgenError(f"weights index {index_path} is unreadable ({error}); delete it and add the weights again") from None
+        index = json.loads(index_path.read_bytes().decode("utf-8"))
+    except OSError as error:
+        raise DflowgenError(f"weights index {index_path} is unreadable ({error.strerror}); {fix}") from None
+    except ValueError as error:  # not UTF-8, or not JSON
+        raise DflowgenError(f"weights index {index_path} is not JSON ({' '.join(str(error).split())}); {fix}") from None
+    if not isinstance(index, dict):
+        raise DflowgenError(f"weights index {index_path} must map names to entries; {fix}")
+    for name, entry in index.items():
+        if not (isinstance(entry, dict) and isinstance(entry.get("file"), str) and isinstance(entry.get("sha256"), str)
+                and Path(entry["file"]).name == entry["file"] and isinstance(entry.get("model"), (str, type(None)))):
+            raise DflowgenError(f"weights index {index_path}: entry '{name}' must be {{file, model, sha256}} with a "
+                                f"file name in the store, got {json.dumps(entry)[:80]}; {fix}")
+    return index
 
 
 def _write_index(store: Path, index: dict[str, dict]) -> None:
@@ -116,7 +128,9 @@ def list_weights(store: Path | None = None) -> list[StoredWeights]:
 def add_weights(name: str, source: str | Path, model: str | None = None, store: Path | None = None) -> StoredWeights:
     """Copy a local checkpoint into the store under ``name``.
 
-    For an official release name the file's sha256 must match the release's.
+    For an official release name the file's sha256 must match the release's. The file is not
+    loaded here: :func:`dflowgen.models.registry.register_weights` loads it safely and checks its
+    architecture first (what ``dflowgen weights add`` does).
     """
     _check_name(name)
     source = Path(source)

@@ -1,7 +1,11 @@
+import warnings
+
+import click
 from click.testing import CliRunner
 
 from dflowgen import __version__
 from dflowgen.cli import cli
+from dflowgen.errors import DflowgenError
 
 
 def test_version_and_help():
@@ -27,3 +31,26 @@ def test_usage_errors_are_one_line_with_exit_2():
         assert result.exit_code == 2, (args, result.output)
         lines = result.output.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("dflowgen: error:"), (args, result.output)
+
+
+def test_warnings_do_not_print_before_a_one_line_error_but_do_after_a_success():
+    @cli.command("warn-then", hidden=True)
+    @click.argument("outcome")
+    def warn_then(outcome: str) -> None:
+        warnings.warn("torch says: something deprecated", UserWarning)
+        if outcome == "fail":
+            raise DflowgenError("bad input")
+        click.echo("done")
+
+    try:
+        runner = CliRunner()
+        for outcome, expected in (("fail", []), ("ok", ["torch says: something deprecated"])):
+            with warnings.catch_warnings(record=True) as shown:  # what would reach the terminal
+                warnings.simplefilter("always")
+                result = runner.invoke(cli, ["warn-then", outcome])
+            assert [str(caught.message) for caught in shown] == expected
+        assert result.exit_code == 0 and "done" in result.output
+        result = runner.invoke(cli, ["warn-then", "fail"])
+        assert result.exit_code == 2 and result.output.strip().splitlines() == ["dflowgen: error: bad input"]
+    finally:
+        del cli.commands["warn-then"]

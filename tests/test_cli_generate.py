@@ -45,6 +45,10 @@ def assert_one_line_error(result, fragment: str) -> None:
         (["--num-samples", "4", "--shard-index", "2", "--num-shards", "2"], "--shard-index"),
         (["--num-samples", "4", "--shard-index", "1"], "--num-shards"),
         (["--num-samples", "4", "--recipe", "no-such-recipe"], "no-such-recipe"),
+        (["--num-samples", "4", "--size", "1048576x1048576"], "at most 4096"),
+        (["--num-samples", str(10**15)], "'total_samples' must be in"),
+        (["--num-samples", "1000001", "--shard-size", "1"], "1000001 shards (at most 1000000)"),
+        (["--num-samples", "4", "--seed", str(2**64)], "generate.seed' must fit in 64 bits"),
     ],
 )
 def test_bad_values_are_one_line_errors_and_write_nothing(tmp_path, args, fragment):
@@ -55,11 +59,17 @@ def test_bad_values_are_one_line_errors_and_write_nothing(tmp_path, args, fragme
 
 @pytest.mark.parametrize(
     "text, fragment",
-    [("[render]\nwidthh = 64\n", "render.widthh"), ("[render]\nnum_layers = [5, 2]\n", "render.num_layers")],
+    [("[render]\nwidthh = 64\n", "render.widthh"), ("[render]\nnum_layers = [5, 2]\n", "render.num_layers"),
+     ("[render]\nsplat_c = nan\n", "render.splat_c' must be a finite number"),
+     ("[render]\nlayer_translation = [-inf, inf]\n", "render.layer_translation[0]' must be a finite number"),
+     ("[optimize]\nalpha = [nan]\n", "optimize.alpha[0]' must be a finite number"),
+     ("[train]\nlr = nan\n", "train.lr' must be a finite number"),
+     ("[generate]\nseed = 99999999999999999999999\n", "generate.seed' must fit in 64 bits"),
+     (b"[render]\n# caf\xe9\n", "is not UTF-8 text")],
 )
 def test_bad_recipes_are_one_line_errors_and_write_nothing(tmp_path, text, fragment):
     recipe, out = tmp_path / "bad.toml", tmp_path / "out"
-    recipe.write_text(text)
+    recipe.write_bytes(text if isinstance(text, bytes) else text.encode())
     assert_one_line_error(generate("--num-samples", "4", "--recipe", str(recipe), "--out", str(out)), fragment)
     assert not out.exists()
 
@@ -101,3 +111,34 @@ def test_summary_line_and_inspect_after_generate(tmp_path, tiny_recipe):
     assert "set complete" in result.output and "3 samples" in result.output
     result = CliRunner().invoke(cli, ["inspect", str(out), "--no-plot"])
     assert result.exit_code == 0 and "3 in 1 of 1 shards" in result.output and "64x48" in result.output
+
+
+def _damage_middle(path: Path) -> None:
+    """Zero a stretch in the middle of a file, keeping its size (so only a checksum can tell)."""
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 512] = bytes(512)
+    path.write_bytes(bytes(data))
+
+
+def test_damaged_shards_of_an_existing_set_are_written_again(tmp_path, tiny_recipe, monkeypatch):
+    out = tmp_path / "set"
+    args = ["--num-samples", "7", "--recipe", str(tiny_recipe), "--out", str(out), *TINY_ARGS]
+    assert generate(*args).exit_code == 0
+    whole = {path.name: path.read_bytes() for path in out.glob("shard-*.h5")}
+    truncated, zeroed = out / shard_name(0), out / shard_name(2)
+    truncated.write_bytes(whole[truncated.name][:1000])
+    _damage_middle(zeroed)
+    result = CliRunner().invoke(cli, ["generate", "--mode", "random", *args[:-1]])
+    assert result.exit_code == 0, result.output
+    assert "wrote 2 shards (2 of them damaged before)" in result.output
+    assert {path.name: path.read_bytes() for path in out.glob("shard-*.h5")} == whole
+    assert verify_shards(out) == []
+
+    # A large set keeps a shard of the right size and header unless asked to hash it.
+    monkeypatch.setattr("dflowgen.data.shards.FULL_HASH_BYTES", 0)
+    _damage_middle(zeroed)
+    assert generate(*args).exit_code == 0
+    assert [problem.file for problem in verify_shards(out)] == [zeroed.name]
+    assert generate(*args, "--verify-existing").exit_code == 0
+    assert verify_shards(out) == []

@@ -22,7 +22,7 @@ from dflowgen.assets import LayerBank, load_layer_bank
 from dflowgen.cli import cli
 from dflowgen.data.shard_dataset import ShardDataset
 from dflowgen.data.manifest import MANIFEST_NAME, read_manifest, verify_shards
-from dflowgen.data.shards import shard_files
+from dflowgen.data.shard_check import shard_files
 from dflowgen.data.spec import open_spec
 from dflowgen.generate import generate_mix, generate_set
 from dflowgen.optimize.proxies import Proxies, load_proxies

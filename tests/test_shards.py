@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
+import re
 from pathlib import Path
 
 import h5py
@@ -14,8 +16,10 @@ from torch.utils.data import DataLoader
 
 from dflowgen.cli import cli
 from dflowgen.data.shard_dataset import ShardDataset
+from dflowgen.errors import DflowgenError
 from dflowgen.data.manifest import MANIFEST_NAME, read_manifest, record_shard, sync_manifest, verify_shards
-from dflowgen.data.shards import SampleBatch, ShardSetHeader, ShardWriter, shard_name, shard_entry_from_file
+from dflowgen.data.shard_check import shard_entry_from_file
+from dflowgen.data.shards import SampleBatch, ShardSetHeader, ShardWriter, shard_name
 from dflowgen.data.statistics import set_statistics
 
 H, W = 12, 16
@@ -98,6 +102,8 @@ def test_format_1_shards_still_read_with_their_old_meaning(tmp_path):
     write_set(tmp_path, header)
     with h5py.File(tmp_path / shard_name(0), "r+") as shard:
         del shard["occ"]
+    (tmp_path / MANIFEST_NAME).unlink()  # the edit changed the shard's bytes: describe it anew
+    sync_manifest(tmp_path, header)
     pair = ShardDataset(tmp_path)[1]
     assert pair.occ is None
     np.testing.assert_array_equal(pair.valid, synthetic_batch(range(2)).valid[1].astype(bool))
@@ -212,3 +218,80 @@ def test_shard_dataset_with_dataloader_workers(tmp_path):
     expected = synthetic_batch(range(10))
     for index, pair in enumerate(pairs):
         np.testing.assert_array_equal(pair.flow, expected.flow[index])
+
+
+def _one_line_error(args: list[str]) -> str:
+    """Run the CLI, check it failed with one line and exit 2, and return that line."""
+    result = CliRunner().invoke(cli, args)
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1 and lines[0].startswith("dflowgen: error:"), result.output
+    return lines[0]
+
+
+def _edit_manifest(folder: Path, **changes) -> None:
+    data = json.loads((folder / MANIFEST_NAME).read_text())
+    (folder / MANIFEST_NAME).write_text(json.dumps({**data, **changes}))
+
+
+@pytest.mark.parametrize("changes, fragment", [
+    ({"total_samples": 10**15}, "'total_samples' must be in"),
+    ({"shard_size": 0}, "'shard_size' must be in"),
+    ({"shard_size": "3"}, "'shard_size' must be an integer"),
+    ({"width": 1 << 30}, "'width' must be in"),
+    ({"flow_dtype": "object"}, "flow_dtype"),
+    ({"shards": [{"file": "x"}]}, "shard entry"),
+    ({"shards": "all"}, "'shards' must be a list"),
+])
+def test_bad_manifests_are_one_line_errors_at_once(tmp_path, changes, fragment):
+    """A manifest is checked field by field: no 139 s loop over 10^15 planned samples, no MemoryError."""
+    write_set(tmp_path, make_header())
+    _edit_manifest(tmp_path, **changes)
+    with pytest.raises(DflowgenError, match=re.escape(fragment)):
+        read_manifest(tmp_path)
+    for command in (["verify"], ["inspect", "--no-plot"]):
+        assert MANIFEST_NAME in _one_line_error([*command, str(tmp_path)])
+    with pytest.raises(DflowgenError, match=MANIFEST_NAME):
+        ShardDataset(tmp_path)
+
+
+def test_manifest_of_random_bytes_is_a_one_line_error(tmp_path):
+    write_set(tmp_path, make_header())
+    (tmp_path / MANIFEST_NAME).write_bytes(np.random.default_rng(0).integers(0, 256, 3000, dtype=np.uint8).tobytes())
+    assert "is not a dflowgen manifest" in _one_line_error(["verify", str(tmp_path)])
+
+
+@pytest.mark.parametrize("damage", ["zeroed", "truncated", "foreign"])
+def test_damaged_shards_are_named_by_every_reader(tmp_path, damage):
+    header = make_header()
+    write_set(tmp_path, header)
+    path = tmp_path / shard_name(1)
+    if damage == "zeroed":
+        path.write_bytes(bytes(path.stat().st_size))
+    elif damage == "truncated":
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    else:  # a whole shard of another set (other seed) under this set's name
+        write_set(tmp_path / "other", dataclasses.replace(header, seed=6))
+        path.write_bytes((tmp_path / "other" / shard_name(1)).read_bytes())
+        (tmp_path / MANIFEST_NAME).unlink()  # no size or checksum to compare: the header check must find it
+    assert shard_name(1) in _one_line_error(["inspect", "--no-plot", str(tmp_path)])
+    with pytest.raises(DflowgenError, match=shard_name(1)):
+        ShardDataset(tmp_path)
+    run = tmp_path / "run"
+    assert shard_name(1) in _one_line_error(["train", "--data", f"shards:{tmp_path}", "--out", str(run)])
+    assert not run.exists()
+
+
+def test_unreadable_sample_is_named_with_its_shard(tmp_path):
+    """A shard whose header is sound but one sample's compressed chunk is damaged: the error names both."""
+    write_set(tmp_path, make_header())
+    (tmp_path / MANIFEST_NAME).unlink()
+    path = tmp_path / shard_name(0)
+    with h5py.File(path, "r") as shard:
+        chunk = shard["flow"].id.get_chunk_info(1)
+    data = bytearray(path.read_bytes())
+    data[chunk.byte_offset : chunk.byte_offset + chunk.size] = bytes(chunk.size)
+    path.write_bytes(bytes(data))
+    dataset = ShardDataset(tmp_path)
+    dataset[0]
+    with pytest.raises(DflowgenError, match=rf"{shard_name(0)}: sample 1 is unreadable"):
+        dataset[1]

@@ -1,11 +1,15 @@
 import zipfile
 
+import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
 
 from dflowgen import weights as store_lib
+from dflowgen.models.registry import register_weights
 from dflowgen.cli import cli
 from dflowgen.errors import DflowgenError
+from dflowgen.models.raft import build_raft
 
 
 @pytest.fixture()
@@ -24,7 +28,9 @@ def test_add_checks_official_sha256_and_resolves(store, shared_data, tmp_path):
     fake.write_bytes(b"not raft")
     with pytest.raises(DflowgenError, match="not the official raft-sintel"):
         store_lib.add_weights("raft-sintel", fake)
-    assert store_lib.add_weights("mine", fake, model="raft").model == "raft"
+    with pytest.raises(DflowgenError, match="as a RAFT checkpoint"):
+        register_weights("mine", fake, "raft")
+    assert register_weights("mine", released).model == "raft-small"
     assert [e.name for e in store_lib.list_weights()] == ["mine", "raft-small"]
 
 
@@ -100,3 +106,39 @@ def test_export_keeps_only_the_network(store, tmp_path):
         assert torch.equal(reloaded.state_dict()[key], value), key
     missing = CliRunner().invoke(cli, ["weights", "export", str(tmp_path / "none.pth"), str(out)])
     assert missing.exit_code == 2 and missing.output.startswith("dflowgen: error:")
+
+
+class _RunsCode:
+    def __reduce__(self):
+        return (print, ("pickled code ran",))
+
+
+def test_add_loads_safely_and_checks_the_architecture(store, tmp_path):
+    """Only files that load as weights alone into the named architecture are registered."""
+    pickled = tmp_path / "pickled.pth"
+    torch.save({"model": _RunsCode()}, pickled)
+    noise = tmp_path / "noise.pth"
+    noise.write_bytes(np.random.default_rng(0).integers(0, 256, 5000, dtype=np.uint8).tobytes())
+    full = tmp_path / "raft.pth"
+    torch.save(build_raft("raft").state_dict(), full)
+    runner = CliRunner()
+    for args, fragment in ((["mine", str(pickled)], "not loaded, for safety"),
+                           (["mine", str(noise)], "as a RAFT checkpoint"),
+                           (["mine", str(full), "--model", "raft-small"], "does not fit raft-small")):
+        result = runner.invoke(cli, ["weights", "add", *args])
+        lines = result.output.strip().splitlines()
+        assert result.exit_code == 2 and len(lines) == 1 and fragment in lines[0], result.output
+        assert "pickled code ran" not in result.output
+    assert store_lib.list_weights() == []
+    assert register_weights("mine", full).model == "raft"
+
+
+@pytest.mark.parametrize("content", [b"\xff\xfe{}", b"[1, 2]", b'{"a": 3}',
+                                     b'{"a": {"file": "../x.pth", "sha256": "0"}}',
+                                     b'{"a": {"file": "a.pth", "sha256": "0", "model": "resnet"}}'])
+def test_bad_index_is_a_one_line_error(store, content):
+    store.mkdir()
+    (store / "index.json").write_bytes(content)
+    result = CliRunner().invoke(cli, ["weights", "list"])
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1 and "weights index" in lines[0], result.output

@@ -36,6 +36,7 @@ from PIL import Image
 from dflowgen.assets.masks import MASK_SIZE, Mask
 from dflowgen.assets.procedural import PROCEDURAL_SEED, PROCEDURAL_VERSION, cut_mask, procedural_masks, procedural_textures
 from dflowgen.errors import DflowgenError
+from dflowgen.image_limits import open_image
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".webp", ".tif", ".tiff")
 MASK_SUFFIX = "_mask"
@@ -195,7 +196,8 @@ def load_layer_bank(folder: str | Path | None = None, *, size: tuple[int, int]) 
         mask_path = paired_masks.get(path)
         if mask_path is not None:
             hasher.update(_file_digest(mask_path, source_dir))
-            raw = _read_mask(mask_path, expected_size=Image.open(path).size)
+            with Image.open(path) as source:  # header only: _read_image has decoded it already
+                raw = _read_mask(mask_path, expected_size=source.size)
             masks.append(Mask.from_array(raw, mask_path.name, image_index=index, pixel_transform=transform))
     for path in free_masks:
         hasher.update(_file_digest(path, source_dir))
@@ -264,21 +266,12 @@ def _file_digest(path: Path, root: Path) -> bytes:
     return f"{path.relative_to(root)}:{hashlib.sha256(content).hexdigest()}\n".encode()
 
 
-def _open(path: Path) -> Image.Image:
-    try:
-        image = Image.open(path)
-        image.load()
-    except (OSError, ValueError, Image.DecompressionBombError) as error:
-        raise DflowgenError(f"cannot read layer image {path}: {error}") from None
-    return image
-
-
 def _read_image(path: Path, width: int, height: int) -> tuple[torch.Tensor, tuple[float, float, float, float]]:
     """``3×H×W`` float image scaled to cover (W, H) and centre-cropped, and the pixel map.
 
     The map (kx, ky, bx, by) takes a source pixel centre ``x`` to ``k·x + b`` in the result.
     """
-    image = _open(path).convert("RGB")
+    image = open_image(path, "layer image").convert("RGB")
     scale = max(width / image.width, height / image.height)
     new_w, new_h = max(width, round(image.width * scale)), max(height, round(image.height * scale))
     left, top = (new_w - width) // 2, (new_h - height) // 2
@@ -291,7 +284,7 @@ def _read_image(path: Path, width: int, height: int) -> tuple[torch.Tensor, tupl
 
 def _read_mask(path: Path, expected_size: tuple[int, int] | None = None) -> np.ndarray:
     """A mask file as an ``H×W`` float array in [0, 1] (white = object)."""
-    image = _open(path)
+    image = open_image(path, "mask")
     if expected_size is not None and image.size != expected_size:
         raise DflowgenError(
             f"mask {path} is {image.size[0]}×{image.size[1]} but its image is {expected_size[0]}×{expected_size[1]}"

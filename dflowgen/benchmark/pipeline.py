@@ -39,10 +39,10 @@ from dflowgen.devices import resolve_device
 from dflowgen.errors import DflowgenError
 from dflowgen.evaluate import evaluate
 from dflowgen.files import atomic_write_bytes, file_sha256
-from dflowgen.data.sets import check_output_path
-from dflowgen.reproduce.plots import HISTOGRAM_BINS
-from dflowgen.generate import EXECUTION_KEYS, generate_mix, generate_set
 from dflowgen.data.statistics import set_statistics
+from dflowgen.files import check_output_path
+from dflowgen.generate import EXECUTION_KEYS, generate_mix, generate_set
+from dflowgen.reproduce.plots import HISTOGRAM_BINS
 from dflowgen.models.raft import load_raft
 from dflowgen.optimize.proxies import load_proxies
 from dflowgen.fields import flatten_keys, to_dict

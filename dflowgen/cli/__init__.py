@@ -8,6 +8,7 @@ non-zero exit status, never a traceback.
 from __future__ import annotations
 
 import sys
+import warnings
 
 import click
 
@@ -19,7 +20,8 @@ class _Group(click.Group):
     """A click group whose every user error is one line on stderr and a non-zero exit.
 
     DflowgenError (exit 2) comes from the library; click's own usage errors (exit 2)
-    are shortened to one line with a pointer to the command's help.
+    are shortened to one line with a pointer to the command's help. Warnings are shown
+    after the command, and not at all when it ends in a one-line error.
     """
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):  # noqa: ANN001,ANN201
@@ -42,11 +44,22 @@ class _Group(click.Group):
         return code
 
     def invoke(self, ctx: click.Context):  # noqa: ANN201 (click's own signature)
+        # Warnings (torch's UserWarnings, say) are held while the command runs and shown when it ends, so a
+        # refused input prints its one line alone: the warnings raised on the way to the refusal are dropped.
+        failure: DflowgenError | None = None
+        held: list[warnings.WarningMessage] = []
         try:
-            return super().invoke(ctx)
-        except DflowgenError as error:
-            click.echo(f"dflowgen: error: {error}", err=True)
-            ctx.exit(error.exit_code)
+            with warnings.catch_warnings(record=True) as held:
+                try:
+                    return super().invoke(ctx)
+                except DflowgenError as error:
+                    failure = error
+        finally:
+            if failure is None:
+                for caught in held:
+                    warnings.showwarning(caught.message, caught.category, caught.filename, caught.lineno)
+        click.echo(f"dflowgen: error: {failure}", err=True)
+        ctx.exit(failure.exit_code)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

@@ -38,7 +38,9 @@ def _summary(result: GenerateResult) -> str:
     rate = result.samples_rendered / result.seconds if result.seconds > 0 else 0.0
     state = "complete" if result.complete else "incomplete (other shards still to be written)"
     dropped = f", dropped {result.samples_dropped}" if result.samples_dropped else ""
-    return (f"{result.out}: wrote {result.shards_written} shards ({result.samples_rendered} samples{dropped}, "
+    replaced = f" ({result.shards_replaced} of them damaged before)" if result.shards_replaced else ""
+    return (f"{result.out}: wrote {result.shards_written} shards{replaced} "
+            f"({result.samples_rendered} samples{dropped}, "
             f"{rate:.2f} samples/s), kept {result.shards_skipped}; set {state}")
 
 
@@ -79,12 +81,15 @@ def _summary(result: GenerateResult) -> str:
               help="Write PNG previews of the first generate.preview_count samples to OUT/previews/.")
 @click.option("--overwrite", is_flag=True,
               help="Replace a set made with different settings in OUT (a matching set is resumed).")
+@click.option("--verify-existing", "verify_existing", is_flag=True,
+              help="Hash every shard already in OUT before keeping it (always done for sets under 1 GiB; larger "
+                   "sets check each shard's size and header). Damaged shards are written again.")
 @click.option("--quiet", is_flag=True, help="No progress bar or summary.")
 def generate(target: str | None, mode: str | None, num_samples: int, out: Path, recipes: tuple[str, ...],
              base_weights: str | None, target_weights: str | None, base_model: str | None, target_model: str | None,
              seed: int | None, size: str | None, device: str | None, batch_size: int | None, shard_size: int | None,
              shard_index: int | None, num_shards: int | None, assets: Path | None, preview: bool, overwrite: bool,
-             quiet: bool) -> None:
+             verify_existing: bool, quiet: bool) -> None:
     """Render a set of NUM_SAMPLES image pairs with ground-truth flow into HDF5 shards in OUT.
 
     \b
@@ -107,7 +112,7 @@ def generate(target: str | None, mode: str | None, num_samples: int, out: Path, 
     overrides = _overrides(mode, seed, size, batch_size, shard_size, proxies)
     resolved = [with_overrides(load_recipe(name), overrides) for name in recipes or (None,)]
     options = {"device": device, "split": ShardSplit.resolve(shard_index, num_shards), "overwrite": overwrite,
-               "preview": preview, "assets": assets, "quiet": quiet}
+               "verify_existing": verify_existing, "preview": preview, "assets": assets, "quiet": quiet}
     if len(resolved) == 1:
         results = [generate_set(resolved[0], num_samples, out, **options)]
     else:

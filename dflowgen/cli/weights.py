@@ -6,7 +6,7 @@ import click
 
 from dflowgen import weights as store_lib
 from dflowgen.cli import cli
-from dflowgen.models.registry import MODEL_NAMES, export_network
+from dflowgen.models.registry import MODEL_NAMES, export_network, register_weights
 
 
 @cli.group()
@@ -56,7 +56,7 @@ def fetch_command(names: tuple[str, ...], fetch_all: bool, url: str, quiet: bool
 @click.option("--model", type=click.Choice(MODEL_NAMES), help="Architecture, for names that are not official releases.")
 def add_command(name: str, file: str, model: str | None) -> None:
     """Register a local checkpoint FILE under NAME (official names are sha256-checked)."""
-    entry = store_lib.add_weights(name, file, model=model)
+    entry = register_weights(name, file, model)
     click.echo(f"{entry.name}: {entry.path} (sha256 {entry.sha256[:16]}…)")
 
 

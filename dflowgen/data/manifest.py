@@ -1,8 +1,9 @@
 """A set's manifest: ``manifest.json`` (the header and the complete shards), its lock, mixes, and verification.
 
 Processes that write shards of one set record them in the manifest under a file lock, so a
-split run ends with one manifest listing every shard. A mix (``mix.json``) names the sets
-that make up a mixed set. :func:`verify_shards` checks a set against its manifest.
+split run ends with one manifest listing every shard. The manifest is checked field by field
+before use. A mix (``mix.json``) names the sets that make up a mixed set. :func:`verify_shards`
+checks a set against its manifest.
 """
 
 from __future__ import annotations
@@ -17,12 +18,16 @@ from typing import Literal, NamedTuple
 
 from tqdm import tqdm
 
-from dflowgen.data.shards import ShardEntry, ShardSetHeader, shard_entry_from_file, shard_files, shard_name
+from dflowgen.data.shard_check import open_shard, shard_entry_from_file, shard_files
+from dflowgen.data.shards import ShardEntry, ShardSetHeader, shard_name
 from dflowgen.errors import DflowgenError
 from dflowgen.files import atomic_write_bytes, file_sha256
 
 
 MANIFEST_NAME = "manifest.json"
+
+
+_MAX_MANIFEST_BYTES = 256 << 20
 
 
 _LOCK_NAME = ".manifest.lock"
@@ -80,23 +85,47 @@ class Manifest:
 
     @classmethod
     def from_json(cls, text: str) -> Manifest:
+        """A manifest from its JSON text, every field checked.
+
+        Raises:
+            ValueError: not JSON, or a field is missing, mistyped, out of bounds or listed twice.
+        """
         data = json.loads(text)
-        return cls(ShardSetHeader.from_mapping(data), tuple(ShardEntry(**entry) for entry in data["shards"]))
+        if not isinstance(data, dict):
+            raise ValueError(f"expected a JSON object, got {type(data).__name__}")
+        header = ShardSetHeader.from_mapping(data)
+        shards = data.get("shards")
+        if not isinstance(shards, list) or len(shards) > header.num_shards:
+            raise ValueError(f"'shards' must be a list of at most {header.num_shards} entries")
+        entries = {}
+        for item in shards:
+            entry = ShardEntry.from_mapping(item, header)
+            if entry.index in entries:
+                raise ValueError(f"shard {entry.index} is listed twice")
+            entries[entry.index] = entry
+        return cls(header).with_shards(entries)
 
 
 def read_manifest(folder: Path) -> Manifest | None:
-    """The manifest of ``folder``, or None when there is none."""
+    """The manifest of ``folder``, or None when there is none.
+
+    Raises:
+        DflowgenError: the manifest is unreadable, too large, not UTF-8 JSON, or any field is wrong.
+    """
     path = Path(folder) / MANIFEST_NAME
     try:
-        text = path.read_text()
+        if path.stat().st_size > _MAX_MANIFEST_BYTES:
+            raise DflowgenError(f"{path} is not a dflowgen manifest: larger than {_MAX_MANIFEST_BYTES >> 20} MiB")
+        raw = path.read_bytes()
     except FileNotFoundError:
         return None
     except OSError as error:
         raise DflowgenError(f"cannot read {path}: {error.strerror}") from None
     try:
-        return Manifest.from_json(text)
-    except (ValueError, KeyError, TypeError) as error:
-        raise DflowgenError(f"{path} is not a dflowgen manifest: {error}") from None
+        return Manifest.from_json(raw.decode("utf-8"))
+    except (ValueError, RecursionError) as error:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        reason = " ".join(str(error).split())[:200]
+        raise DflowgenError(f"{path} is not a dflowgen manifest: {reason}") from None
 
 
 def write_manifest(folder: Path, manifest: Manifest) -> None:
@@ -137,10 +166,41 @@ def sync_manifest_locked(folder: Path, header: ShardSetHeader) -> Manifest:
     existing = read_manifest(folder)
     listed = {entry.index: entry for entry in existing.shards} if existing else {}
     present = {index: path for index, path in shard_files(folder).items() if index < header.num_shards}
-    entries = {index: listed.get(index) or shard_entry_from_file(path) for index, path in present.items()}
+    entries = {index: listed.get(index) or shard_entry_from_file(path, header) for index, path in present.items()}
     manifest = Manifest(header).with_shards(entries)
     write_manifest(folder, manifest)
     return manifest
+
+
+FULL_HASH_BYTES = 1 << 30
+"""Sets whose listed shards hold at most this many bytes have every shard hashed before a resumed run keeps it."""
+
+
+def remove_damaged_shards_locked(folder: Path, header: ShardSetHeader, hash_all: bool = False) -> list[ShardProblem]:
+    """Delete the shards of ``folder`` a resumed run of ``header``'s set must not keep, and say why.
+
+    Every shard is checked as :func:`open_shard` does (size, signature, header, arrays); listed
+    shards are also hashed when ``hash_all`` or when the set is small (:data:`FULL_HASH_BYTES`).
+    The caller holds :func:`manifest_lock` and then syncs the manifest (which forgets the removed).
+    """
+    folder = Path(folder)
+    manifest = read_manifest(folder)
+    listed = {entry.index: entry for entry in manifest.shards} if manifest else {}
+    hash_all = hash_all or sum(entry.bytes for entry in listed.values()) <= FULL_HASH_BYTES
+    removed = []
+    for index, path in shard_files(folder).items():
+        if index >= header.num_shards:
+            continue
+        entry = listed.get(index)
+        try:
+            with open_shard(path, header, entry.bytes if entry else None):
+                pass
+            if entry is not None and hash_all and file_sha256(path) != entry.sha256:
+                raise DflowgenError(f"shard {path}: sha256 differs from the manifest")
+        except DflowgenError as error:
+            path.unlink()
+            removed.append(ShardProblem(path.name, "corrupt", str(error)))
+    return removed
 
 
 def record_shard(folder: Path, entry: ShardEntry) -> None:

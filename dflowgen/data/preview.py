@@ -6,13 +6,12 @@ import io
 from collections.abc import Iterable
 from pathlib import Path
 
-import h5py
 import numpy as np
 from PIL import Image
 
 from dflowgen.data.sample import FlowPair
 from dflowgen.data.shard_dataset import read_pair
-from dflowgen.data.shards import shard_files
+from dflowgen.data.shard_check import open_shard, shard_files
 from dflowgen.files import atomic_write_bytes
 from dflowgen.flow.viz import flow_to_color
 
@@ -39,7 +38,7 @@ def write_previews(folder: str | Path, count: int, shards: Iterable[int] | None 
     target = folder / PREVIEW_FOLDER
     written = []
     for index in sorted(wanted):
-        with h5py.File(present[index], "r") as shard:
+        with open_shard(present[index]) as shard:
             sample_indices = shard["meta/index"][:]
             for row in np.flatnonzero(sample_indices < count):
                 target.mkdir(exist_ok=True)

@@ -14,10 +14,19 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from dflowgen.data.preview import PREVIEW_FOLDER
-from dflowgen.data.manifest import MANIFEST_NAME, manifest_lock, read_manifest, read_mix, sync_manifest_locked
-from dflowgen.data.shards import ShardSetHeader, parse_shard_name, read_shard_header, shard_files
+from dflowgen.data.manifest import (
+    MANIFEST_NAME,
+    manifest_lock,
+    read_manifest,
+    read_mix,
+    remove_damaged_shards_locked,
+    sync_manifest_locked,
+)
+from dflowgen.data.shard_check import read_shard_header, shard_files
+from dflowgen.data.shards import ShardSetHeader, parse_shard_name
 from dflowgen.data.statistics import PLOT_NAME
 from dflowgen.errors import DflowgenError
+from dflowgen.files import check_output_path, removed_on_error
 
 Differences = Callable[[ShardSetHeader, ShardSetHeader], list[str]]
 
@@ -76,44 +85,30 @@ def remove_set(folder: Path) -> None:
     shutil.rmtree(folder / PREVIEW_FOLDER, ignore_errors=True)
 
 
-def check_output_path(out: Path) -> None:
-    """Fail early, before any rendering, when ``out`` cannot be a folder we write into."""
-    nearest = next(path for path in [out, *out.parents] if path.exists())
-    if not nearest.is_dir():
-        what = "exists and is not a folder" if nearest == out else f"cannot be created: {nearest} is not a folder"
-        raise DflowgenError(f"output folder {out} {what}")
-    if not os.access(nearest, os.W_OK | os.X_OK):
-        raise DflowgenError(f"output folder {out} is not writable ({nearest}: permission denied)")
-
-
-def prepare_output(out: Path, header: ShardSetHeader, overwrite: bool, differences: Differences) -> None:
-    """Make ``out`` ready for ``header``'s set: create it, or check (or replace) the set in it.
+def prepare_output(out: Path, header: ShardSetHeader, overwrite: bool, differences: Differences,
+                   verify_existing: bool = False) -> int:
+    """Make ``out`` ready for ``header``'s set: create it, or check (or replace) the set in it; returns the
+    number of damaged shards removed.
 
     ``differences(old, new)`` lists what makes the set in the folder differ in content
     from the new one (the caller knows which recipe keys matter); an empty list resumes.
-
-    The check and the replacement hold the manifest lock, so the processes of a split
-    run starting together replace an old set once. A refused or failed call leaves no
-    folder it created behind.
+    Shards of a matching set are kept only when they pass :func:`remove_damaged_shards_locked`
+    (size and header; the sha256 too with ``verify_existing`` or for a small set); the others
+    are removed, to be written again. The check and the replacement hold the manifest lock, so
+    the processes of a split run starting together replace an old set once. A refused or
+    failed call leaves no folder it created behind.
     """
     check_output_path(out)
-    created = next((path for path in reversed([out, *out.parents]) if not path.exists()), None)
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        with manifest_lock(out):
-            _replace_if_different(out, header, overwrite, differences)
-            sync_manifest_locked(out, header)
+        with removed_on_error(out):
+            out.mkdir(parents=True, exist_ok=True)
+            with manifest_lock(out):
+                _replace_if_different(out, header, overwrite, differences)
+                removed = remove_damaged_shards_locked(out, header, hash_all=verify_existing)
+                sync_manifest_locked(out, header)
     except OSError as error:
-        _remove_created(created)
         raise DflowgenError(f"cannot write to output folder {out}: {error.strerror or error}") from None
-    except BaseException:
-        _remove_created(created)
-        raise
-
-
-def _remove_created(folder: Path | None) -> None:
-    if folder is not None:
-        shutil.rmtree(folder, ignore_errors=True)
+    return len(removed)
 
 
 def _replace_if_different(out: Path, header: ShardSetHeader, overwrite: bool, differences: Differences) -> None:

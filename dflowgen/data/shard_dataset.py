@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import bisect
+import contextlib
 import os
 from collections import OrderedDict
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +16,8 @@ from torch.utils.data import Dataset
 
 from dflowgen.data.sample import FlowPair
 from dflowgen.data.manifest import read_manifest
-from dflowgen.data.shards import shard_files
+from dflowgen.data.shard_check import H5_ERRORS, h5_reason, open_shard, shard_files
+from dflowgen.data.shards import ShardSetHeader
 from dflowgen.errors import DflowgenError
 
 # Open shard files kept per process; random access over many shards reopens the rest.
@@ -24,20 +27,23 @@ _MAX_OPEN_FILES = 16
 def _shard_sizes(folder: Path) -> list[tuple[Path, int]]:
     """(path, sample count) of every complete shard in ``folder``, in shard order.
 
-    Counts come from the manifest; a shard it does not list yet is opened to read its own.
+    Every shard is checked before use (:func:`open_shard`: its size against the manifest, its
+    header against the set's (the first shard's without a manifest), its arrays' shapes), so a damaged
+    one is named here, not mid-training.
     """
     manifest = read_manifest(folder)
-    listed = {entry.index: entry.num_samples for entry in manifest.shards} if manifest else {}
+    header = manifest.header if manifest else None
+    listed = {entry.index: entry for entry in manifest.shards} if manifest else {}
     sizes = []
     for index, path in shard_files(folder).items():
-        if index in listed:
-            sizes.append((path, listed[index]))
-            continue
-        try:
-            with h5py.File(path, "r") as shard:
-                sizes.append((path, int(shard.attrs["num_samples"])))
-        except (OSError, KeyError) as error:
-            raise DflowgenError(f"{path} is not a readable dflowgen shard: {error}") from None
+        entry = listed.get(index)
+        with open_shard(path, header, entry.bytes if entry else None) as shard:
+            count = int(shard.attrs["num_samples"])
+            header = header or ShardSetHeader.from_mapping(shard.attrs)
+        if entry is not None and count != entry.num_samples:
+            raise DflowgenError(f"shard {path} holds {count} samples, the manifest says {entry.num_samples}; "
+                                f"run `dflowgen verify {folder}`")
+        sizes.append((path, count))
     return sizes
 
 
@@ -107,23 +113,33 @@ class ShardDataset(Dataset):
         self._files.move_to_end(shard)
         return handle
 
-    def __getitem__(self, index: int) -> FlowPair:
+    @contextlib.contextmanager
+    def _reading(self, index: int) -> Iterator[tuple[h5py.File, int]]:
+        """(open shard, row) of sample ``index``; a damaged chunk is a one-line error naming both."""
         shard, row = self.locate(index)
-        return read_pair(self._open(shard), row)
+        try:
+            yield self._open(shard), row
+        except H5_ERRORS as error:
+            raise DflowgenError(f"shard {self.shard_paths[shard]}: sample {row} is unreadable ({h5_reason(error)}); "
+                                f"run `dflowgen verify {self.folder}`") from None
+
+    def __getitem__(self, index: int) -> FlowPair:
+        with self._reading(index) as (shard, row):
+            return read_pair(shard, row)
 
     def params(self, index: int) -> dict[str, np.ndarray]:
         """The scene parameters θ of sample ``index`` (leading dim 1), for ``SceneParams.from_numpy``."""
-        shard, row = self.locate(index)
-        group = self._open(shard).get("params")
-        if group is None:
-            raise DflowgenError(
-                f"{self.shard_paths[shard]} holds no scene parameters (generated with generate.store_params = false); "
-                "re-draw them with dflowgen.render.sample_params from the stored recipe, seed and meta/index"
-            )
-        return {name: group[name][row : row + 1] for name in group}
+        with self._reading(index) as (shard, row):
+            group = shard.get("params")
+            if group is None:
+                raise DflowgenError(
+                    f"{shard.filename} holds no scene parameters (generated with generate.store_params = false); "
+                    "re-draw them with dflowgen.render.sample_params from the stored recipe, seed and meta/index"
+                )
+            return {name: group[name][row : row + 1] for name in group}
 
     def meta(self, index: int) -> dict[str, Any]:
         """The per-sample metadata columns of sample ``index`` as Python scalars."""
-        shard, row = self.locate(index)
-        group = self._open(shard)["meta"]
-        return {name: group[name][row].tolist() for name in group}
+        with self._reading(index) as (shard, row):
+            group = shard["meta"]
+            return {name: group[name][row].tolist() for name in group}

@@ -41,10 +41,15 @@ import h5py
 import numpy as np
 
 from dflowgen import __version__
-from dflowgen.errors import DflowgenError
 from dflowgen.files import file_sha256
 
 FORMAT_VERSION = 2
+# Bounds a reader checks before it trusts a manifest or shard: every loop over shards is at
+# most MAX_SHARDS long, and no header can make a reader allocate more than its real data.
+MAX_SHARDS = 1_000_000
+MAX_SAMPLES = 1 << 32
+MAX_SIDE = 1 << 14
+# What h5py raises on damaged files: the C library's errors surface as any of these.
 _SHARD_NAME = re.compile(r"^shard-(\d{5,})\.h5$")
 # The HDF5 file format is pinned (oldest readers, 1.10 features) so that a newer HDF5
 # library writes the same bytes; together with track_times=False this makes shards reproducible.
@@ -58,7 +63,7 @@ _COMPRESSION = {"compression": "gzip", "compression_opts": 1, "shuffle": True}
 # (the largest, texture noise, is random and does not compress); smaller columns
 # (indices, flags, scalars) are one uncompressed chunk per shard.
 _PER_SAMPLE_CHUNK_BYTES = 4096
-_DROPPED_PREFIX = "dropped_"
+DROPPED_PREFIX = "dropped_"
 
 
 def shard_name(index: int) -> str:
@@ -96,6 +101,17 @@ class ShardSetHeader:
     def num_shards(self) -> int:
         return -(-self.total_samples // self.shard_size)
 
+    def content_differences(self, other: ShardSetHeader) -> list[str]:
+        """The fields that make the samples of ``other``'s set differ from this one's ("width: 64 != 32").
+
+        The recipe text is left out: it also holds settings that change how a set is made, not what it holds,
+        and a resumed run records its own (see ``generate.header_differences`` for the recipe).
+        """
+        names = ("seed", "total_samples", "shard_size", "width", "height", "flow_dtype", "asset_fingerprint",
+                 "format_version")
+        return [f"{name}: {getattr(self, name)} != {getattr(other, name)}"
+                for name in names if getattr(self, name) != getattr(other, name)]
+
     def shard_samples(self, shard_index: int) -> range:
         """Global indices of the samples planned for shard ``shard_index``."""
         start = shard_index * self.shard_size
@@ -103,12 +119,52 @@ class ShardSetHeader:
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> ShardSetHeader:
-        """A header from a manifest dict or shard attributes (extra keys ignored)."""
+        """A header from a manifest dict or shard attributes (extra keys ignored), checked field by field.
+
+        Raises:
+            ValueError: a field is missing, of the wrong type or out of bounds (the message names it).
+        """
         values = {}
         for field in dataclasses.fields(cls):
+            if field.name not in data:
+                raise ValueError(f"no '{field.name}' field")
             value = data[field.name]
             values[field.name] = value.item() if isinstance(value, np.generic) else value
         return cls(**values)
+
+    def __post_init__(self) -> None:
+        """Raise ValueError, naming the field, for a wrong type or a value out of bounds (readers loop and
+        allocate by these numbers)."""
+        values = vars(self)
+        for name in ("recipe", "asset_fingerprint", "dflowgen_version"):
+            require_field(values, name, str)
+        for name, (lo, hi) in _HEADER_BOUNDS.items():
+            require_field(values, name, int, lo, hi)
+        if self.flow_dtype not in ("float32", "float16"):
+            raise ValueError(f"flow_dtype must be float32 or float16, got {self.flow_dtype!r:.40}")
+        if self.num_shards > MAX_SHARDS:
+            raise ValueError(f"{self.total_samples} samples in shards of {self.shard_size} make "
+                             f"{self.num_shards} shards (at most {MAX_SHARDS})")
+
+
+_HEADER_BOUNDS = {
+    "seed": (-(2**63), 2**63 - 1),
+    "total_samples": (1, MAX_SAMPLES),
+    "shard_size": (1, MAX_SAMPLES),
+    "width": (1, MAX_SIDE),
+    "height": (1, MAX_SIDE),
+    "format_version": (1, FORMAT_VERSION),
+}
+
+
+def require_field(values: Mapping[str, Any], name: str, kind: type, lo: int | None = None, hi: int | None = None) -> Any:
+    """``values[name]`` when it is a ``kind`` (an int within [lo, hi]), else a ValueError naming the field."""
+    value = values[name]
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise ValueError(f"'{name}' must be {'an integer' if kind is int else 'a string'}, got {value!r:.40}")
+    if lo is not None and not lo <= value <= hi:
+        raise ValueError(f"'{name}' must be in [{lo}, {hi}], got {value}")
+    return value
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,6 +180,37 @@ class ShardEntry:
     sha256: str
     dropped: dict[str, int] = dataclasses.field(default_factory=dict)
     """Samples rendered but not written, by reason (``nonfinite``, ``threshold``)."""
+
+    @classmethod
+    def from_mapping(cls, data: Any, header: ShardSetHeader) -> ShardEntry:
+        """An entry of the manifest's ``shards`` list, checked against ``header``'s plan.
+
+        Raises:
+            ValueError: a field is missing, of the wrong type, or disagrees with the plan.
+        """
+        if not isinstance(data, dict):
+            raise ValueError(f"a shard entry must be an object, got {data!r:.40}")
+        names = {field.name for field in dataclasses.fields(cls)}
+        if unknown := data.keys() - names:
+            raise ValueError(f"unknown shard entry field(s) {sorted(unknown)}")
+        if missing := names - data.keys() - {"dropped"}:
+            raise ValueError(f"shard entry without {sorted(missing)}")
+        for name in ("file", "sha256"):
+            require_field(data, name, str)
+        index = require_field(data, "index", int, 0, header.num_shards - 1)
+        planned = header.shard_samples(index)
+        bounds = {"first_sample": (planned.start, planned.start), "num_planned": (len(planned), len(planned)),
+                  "num_samples": (0, len(planned)), "bytes": (0, 2**63 - 1)}
+        for name, (lo, hi) in bounds.items():
+            require_field(data, name, int, lo, hi)
+        dropped = data.get("dropped", {})
+        if not isinstance(dropped, dict) or not all(
+            isinstance(count, int) and not isinstance(count, bool) for count in dropped.values()
+        ):
+            raise ValueError(f"shard {index}: 'dropped' must map reasons to counts, got {dropped!r:.40}")
+        if data["file"] != shard_name(index):
+            raise ValueError(f"shard {index} is listed as file {data['file']!r:.40}, expected {shard_name(index)}")
+        return cls(**data)
 
 
 class SampleBatch(NamedTuple):
@@ -225,7 +312,7 @@ class ShardWriter:
                 self._file[name].resize(self._count, axis=0)
         self._file.attrs["num_samples"] = self._count
         for reason, count in dropped.items():
-            self._file.attrs[f"{_DROPPED_PREFIX}{reason}"] = count
+            self._file.attrs[f"{DROPPED_PREFIX}{reason}"] = count
         self._file.close()
         with open(self.temp_path, "rb+") as stream:
             os.fsync(stream.fileno())
@@ -254,48 +341,5 @@ def _dataset_names(group: h5py.Group) -> list[str]:
     names: list[str] = []
     group.visititems(lambda name, item: names.append(name) if isinstance(item, h5py.Dataset) else None)
     return names
-
-
-def read_shard_header(path: Path) -> ShardSetHeader:
-    """The set header stored in a shard's root attributes."""
-    try:
-        with h5py.File(path, "r") as shard:
-            return ShardSetHeader.from_mapping(shard.attrs)
-    except (OSError, KeyError) as error:
-        raise DflowgenError(f"{path} is not a readable dflowgen shard: {error}") from None
-
-
-def shard_entry_from_file(path: Path) -> ShardEntry:
-    """Describe a complete shard that the manifest does not list (hashes the file)."""
-    try:
-        with h5py.File(path, "r") as shard:
-            attrs = {key: shard.attrs[key] for key in ("shard_index", "first_sample", "num_planned", "num_samples")}
-            dropped = {
-                key.removeprefix(_DROPPED_PREFIX): int(value)
-                for key, value in shard.attrs.items()
-                if key.startswith(_DROPPED_PREFIX)
-            }
-    except (OSError, KeyError) as error:
-        raise DflowgenError(f"{path} is not a readable dflowgen shard: {error}") from None
-    return ShardEntry(
-        file=path.name,
-        index=int(attrs["shard_index"]),
-        first_sample=int(attrs["first_sample"]),
-        num_planned=int(attrs["num_planned"]),
-        num_samples=int(attrs["num_samples"]),
-        bytes=path.stat().st_size,
-        sha256=file_sha256(path),
-        dropped=dict(sorted(dropped.items())),
-    )
-
-
-def shard_files(folder: Path) -> dict[int, Path]:
-    """The complete shard files in ``folder`` by index (temporary files excluded)."""
-    found = {}
-    for path in Path(folder).iterdir():
-        index = parse_shard_name(path.name)
-        if index is not None:
-            found[index] = path
-    return dict(sorted(found.items()))
 
 

@@ -11,7 +11,8 @@ import numpy as np
 from tqdm import tqdm
 
 from dflowgen.data.manifest import read_manifest
-from dflowgen.data.shards import read_shard_header, shard_files
+from dflowgen.data.shard_check import H5_ERRORS, h5_reason, open_shard, read_shard_header, shard_files
+from dflowgen.files import file_sha256
 from dflowgen.figures import new_figure, save_png
 from dflowgen.errors import DflowgenError
 
@@ -100,6 +101,30 @@ class _MagnitudeAccumulator:
         return edges.tolist(), counts.tolist()
 
 
+def _add_shard(shard: h5py.File, magnitudes: _MagnitudeAccumulator, effect_counts: dict[str, int],
+               loss_sums: dict[str, float]) -> tuple[int, bool]:
+    """Add one checked shard's samples to the running statistics; (its sample count, whether it stores ``occ``)."""
+    count = int(shard.attrs["num_samples"])
+    if count == 0:  # every sample of the shard was dropped: it holds no datasets
+        return 0, True
+    has_occ = "occ" in shard
+    for start in range(0, count, _BLOCK):
+        rows = slice(start, min(start + _BLOCK, count))
+        magnitudes.add(shard["flow"][rows], shard["valid"][rows], shard["occ"][rows] if has_occ else None)
+    meta = shard["meta"]
+    for name, column in meta.items():
+        if name.startswith("effect_"):
+            effect = name.removeprefix("effect_")
+            effect_counts[effect] = effect_counts.get(effect, 0) + int(np.count_nonzero(column[:]))
+        elif name.endswith(_LOSS_SUFFIXES):
+            loss_sums[name] = loss_sums.get(name, 0.0) + float(np.sum(column[:], dtype=np.float64))
+    for when in ("initial", "final"):
+        if f"target_loss_{when}" in meta and f"base_loss_{when}" in meta:
+            ratio = meta[f"base_loss_{when}"][:] / meta[f"target_loss_{when}"][:]
+            loss_sums[f"ratio_{when}"] = loss_sums.get(f"ratio_{when}", 0.0) + float(ratio.sum(dtype=np.float64))
+    return count, has_occ
+
+
 def set_statistics(folder: str | Path, bins: int = 20, quiet: bool = True) -> SetStatistics:
     """Statistics of the complete shards in ``folder``, read ``_BLOCK`` samples at a time."""
     folder = Path(folder)
@@ -117,27 +142,20 @@ def set_statistics(folder: str | Path, bins: int = 20, quiet: bool = True) -> Se
     loss_sums: dict[str, float] = {}
     num_samples = 0
     has_occ = True
-    for path in tqdm(shards.values(), desc="inspect", unit="shard", disable=True if quiet else None):
-        with h5py.File(path, "r") as shard:
-            count = int(shard.attrs["num_samples"])
-            if count == 0:  # every sample of the shard was dropped: it holds no datasets
-                continue
-            for start in range(0, count, _BLOCK):
-                rows = slice(start, min(start + _BLOCK, count))
-                occ = shard["occ"][rows] if "occ" in shard else None
-                has_occ &= occ is not None
-                magnitudes.add(shard["flow"][rows], shard["valid"][rows], occ)
-            meta = shard["meta"]
-            for name, column in meta.items():
-                if name.startswith("effect_"):
-                    effect = name.removeprefix("effect_")
-                    effect_counts[effect] = effect_counts.get(effect, 0) + int(np.count_nonzero(column[:]))
-                elif name.endswith(_LOSS_SUFFIXES):
-                    loss_sums[name] = loss_sums.get(name, 0.0) + float(np.sum(column[:], dtype=np.float64))
-            for when in ("initial", "final"):
-                if f"target_loss_{when}" in meta and f"base_loss_{when}" in meta:
-                    ratio = meta[f"base_loss_{when}"][:] / meta[f"target_loss_{when}"][:]
-                    loss_sums[f"ratio_{when}"] = loss_sums.get(f"ratio_{when}", 0.0) + float(ratio.sum(dtype=np.float64))
+    listed = {entry.index: entry for entry in manifest.shards} if manifest else {}
+    for index, path in tqdm(shards.items(), desc="inspect", unit="shard", disable=True if quiet else None):
+        entry = listed.get(index)
+        with open_shard(path, header, entry.bytes if entry else None) as shard:
+            # Every byte is read below anyway: hashing first names a damaged shard instead of decoding it.
+            if entry is not None and file_sha256(path) != entry.sha256:
+                raise DflowgenError(f"shard {path} is damaged: sha256 differs from the manifest; "
+                                    f"run `dflowgen verify {folder}`")
+            try:
+                count, shard_has_occ = _add_shard(shard, magnitudes, effect_counts, loss_sums)
+            except H5_ERRORS as error:
+                raise DflowgenError(f"shard {path} is damaged: {h5_reason(error)}; "
+                                    f"run `dflowgen verify {folder}`") from None
+        has_occ &= shard_has_occ
         num_samples += count
     edges, counts = magnitudes.histogram(bins)
     return SetStatistics(

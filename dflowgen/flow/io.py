@@ -13,6 +13,7 @@ import kornia_rs.io as kornia_io
 import numpy as np
 
 from dflowgen.errors import DflowgenError
+from dflowgen.image_limits import read_png_header
 
 FLO_MAGIC = 202021.25
 # Spring's 2× flow is 3840×2160 (8.3M vectors); 4× that still reads, a bomb does not.
@@ -50,6 +51,10 @@ def read_kitti_png(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     path = Path(path)
     if not path.is_file():
         raise DflowgenError(f"cannot read KITTI flow PNG {path}: no such file")
+    header = read_png_header(path, "KITTI flow PNG")  # the decoder allocates what IHDR claims: check it first
+    if (header.bit_depth, header.colour_type) != (16, 2):
+        raise DflowgenError(f"{path} is not a KITTI flow PNG (needs 16-bit RGB, the file is {header.bit_depth}-bit "
+                            f"of colour type {header.colour_type})")
     # Pillow decodes 16-bit RGB PNGs to 8 bits, so decode with kornia-rs (installed with kornia).
     try:
         array = np.asarray(kornia_io.read_image_png_u16(str(path), "rgb"))

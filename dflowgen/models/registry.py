@@ -26,6 +26,7 @@ from dflowgen.models.checkpoint import check_fits, read_state_dict, resolve_chec
 from dflowgen.models.flownet import FLOWNET_NAMES, FlowNet, build_flownet, from_port_layout, is_port_layout
 from dflowgen.models.raft import MODEL_NAMES as RAFT_NAMES
 from dflowgen.models.raft import InputPadder, build_raft, infer_model_name, load_raft
+from dflowgen.weights import StoredWeights, add_weights
 
 ModelName = Literal["raft", "raft-small", "flownets", "flownetc"]
 MODEL_NAMES: tuple[ModelName, ...] = (*RAFT_NAMES, *FLOWNET_NAMES)
@@ -160,3 +161,14 @@ def export_network(checkpoint: str | Path, out: str | Path) -> Path:
     except OSError as error:
         raise DflowgenError(f"cannot write {out}: {error.strerror or error}") from None
     return out
+
+
+def register_weights(name: str, source: str | Path, model_name: str | None = None) -> StoredWeights:
+    """Add a checkpoint to the weights store after loading it as every user will.
+
+    The file must load weights-only (no pickled code runs) into ``model_name`` (default: the
+    architecture it records, or the one its keys show); a pickle, a damaged file or weights of
+    another architecture are refused before anything is copied.
+    """
+    model = load_model(Path(source), model_name)
+    return add_weights(name, source, model=model.model_name)

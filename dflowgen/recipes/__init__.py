@@ -84,9 +84,11 @@ def load_recipe(name_or_path: str | Path | None = None) -> Recipe:
         return Recipe()
     path = resolve_recipe_path(name_or_path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as error:
         raise DflowgenError(f"cannot read recipe {path}: {error.strerror}") from None
+    except UnicodeDecodeError as error:
+        raise DflowgenError(f"recipe {path} is not UTF-8 text (undecodable byte at offset {error.start})") from None
     return parse_recipe(text, source=str(path))
 
 

@@ -11,6 +11,10 @@ from typing import Literal
 
 from dflowgen.fields import check_non_negative, check_positive, check_probability, nested, range_field
 
+MAX_SIDE = 4096
+"""The largest image side (and canvas margin) a recipe may ask for: 4096² is ~8× a KITTI frame, and far larger sizes
+exhaust memory in the first allocation instead of failing with a message."""
+
 
 @dataclass(frozen=True)
 class WarpRanges:
@@ -74,6 +78,9 @@ class RenderConfig:
     def __post_init__(self) -> None:
         if self.width < 8 or self.height < 8:
             raise ValueError(f"image size must be at least 8×8, got {self.width}×{self.height}")
+        if max(self.width, self.height, self.canvas_margin) > MAX_SIDE:
+            raise ValueError(f"image size and canvas_margin must be at most {MAX_SIDE}, "
+                             f"got {self.width}×{self.height} with margin {self.canvas_margin}")
         check_non_negative(self, "canvas_margin")
         if self.num_layers[0] < 0:
             raise ValueError(f"num_layers must be >= 0, got {self.num_layers}")

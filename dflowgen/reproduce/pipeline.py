@@ -34,9 +34,10 @@ from dflowgen.devices import resolve_device
 from dflowgen.errors import DflowgenError
 from dflowgen.evaluate import evaluate
 from dflowgen.files import atomic_write_bytes, file_sha256
-from dflowgen.data.sets import check_output_path, existing_header
-from dflowgen.generate import EXECUTION_KEYS, generate_set, header_differences, set_header
+from dflowgen.data.sets import existing_header
 from dflowgen.data.statistics import set_statistics
+from dflowgen.files import check_output_path
+from dflowgen.generate import EXECUTION_KEYS, generate_set, header_differences, set_header
 from dflowgen.models.raft import load_raft
 from dflowgen.optimize.proxies import Proxies, load_proxies
 from dflowgen.fields import flatten_keys, to_dict

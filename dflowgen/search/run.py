@@ -44,7 +44,7 @@ from dflowgen import __version__
 from dflowgen.assets import load_layer_bank
 from dflowgen.devices import resolve_device
 from dflowgen.errors import DflowgenError
-from dflowgen.files import atomic_write_bytes
+from dflowgen.files import atomic_write_bytes, removed_on_error
 from dflowgen.models.registry import load_model
 from dflowgen.recipes import Recipe, parse_recipe, recipe_to_toml
 from dflowgen.search.candidate import score_candidate
@@ -389,14 +389,14 @@ def run_search(recipe: Recipe, target_spec: str, out: str | Path, *, storage: st
     if init is not None:
         load_model(init, model_name=recipe.train.model)
     folder = Path(out)
-    _prepare_folder(folder)
-    handle = StudyHandle.resolve(folder, storage, study_name)
-    with quiet_optuna():
+    with removed_on_error(folder), quiet_optuna():  # a refused storage or layer bank leaves no study folder
+        _prepare_folder(folder)
+        handle = StudyHandle.resolve(folder, storage, study_name)
         study = open_search_study(handle, recipe, search_settings(recipe, target_spec, init), space)
         handle.record()
         init_path = resolve_weights(init) if init is not None else None
         objective = make_objective(study, recipe, space, target, init_path, torch_device, assets)
-
+    with quiet_optuna():
         def write() -> None:
             write_outputs(folder, study, recipe, search.top_k)
 

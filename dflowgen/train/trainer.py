@@ -22,6 +22,7 @@ that was never stopped.
 
 from __future__ import annotations
 
+import contextlib
 import random
 import re
 import sys
@@ -42,9 +43,11 @@ from tqdm import tqdm
 from dflowgen import __version__
 from dflowgen.errors import DflowgenError
 from dflowgen.fields import to_dict
+from dflowgen.files import removed_on_error
 from dflowgen.models.registry import build_model, load_model, training_loss
 from dflowgen.seeding import sample_generator
 from dflowgen.train.checkpoint import (
+    LAST_NAME,
     capture_rng_state,
     load_checkpoint,
     restore_rng_state,
@@ -275,8 +278,13 @@ def train(
     try:
         if context.distributed and config.mode != "supervised":
             raise DflowgenError(f"--mode {config.mode} runs on one process; start it without torchrun")
-        return _train(config, list(sources), list(frames), Path(out_dir), init, teacher, resume, context,
-                      torch_device, quiet, recipe_text)
+        out_dir = Path(out_dir)
+        # A run refused after its folder was made (a bad --init or --teacher, say) leaves no folder behind;
+        # an interrupted or crashed run keeps its log.
+        cleanup = removed_on_error(out_dir, (DflowgenError,), keep=lambda: (out_dir / LAST_NAME).exists())
+        with cleanup if context.is_main else contextlib.nullcontext():
+            return _train(config, list(sources), list(frames), out_dir, init, teacher, resume, context,
+                          torch_device, quiet, recipe_text)
     finally:
         if owns_group:
             shutdown_distributed()

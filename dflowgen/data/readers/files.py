@@ -9,21 +9,11 @@ import re
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from dflowgen.errors import DflowgenError
+from dflowgen.image_limits import open_image
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".ppm", ".bmp")
-
-
-def _open(path: Path, what: str) -> Image.Image:
-    try:
-        image = Image.open(path)
-        image.load()
-    except (OSError, ValueError, SyntaxError) as error:
-        reason = " ".join(str(error).split()) or type(error).__name__
-        raise DflowgenError(f"cannot read {what} {path}: {reason}") from None
-    return image
 
 
 def read_rgb(path: str | Path) -> np.ndarray:
@@ -32,7 +22,7 @@ def read_rgb(path: str | Path) -> np.ndarray:
     Grey, palette and RGBA images are converted; 16-bit images keep their high byte.
     """
     path = Path(path)
-    with _open(path, "image") as image:
+    with open_image(path, "image") as image:
         if image.mode.startswith("I"):
             wide = np.asarray(image, dtype=np.float64)
             grey = np.clip(np.round(wide / 257.0), 0, 255).astype(np.uint8)
@@ -43,7 +33,7 @@ def read_rgb(path: str | Path) -> np.ndarray:
 def read_mask(path: str | Path) -> np.ndarray:
     """Read a binary mask image (0 / 255, any mode) as an H×W bool array, True where set."""
     path = Path(path)
-    with _open(path, "mask") as image:
+    with open_image(path, "mask") as image:
         return np.asarray(image.convert("L")) > 127
 
 

@@ -12,6 +12,7 @@ same call again resumes an interrupted run, and only exports a finished one.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,8 +68,14 @@ def make_proxy(config: TrainConfig, frames: Sequence[DataSource], init: str | Pa
                             f"got {config.mode!r} (for a proxy from labelled data use `dflowgen train` and "
                             "`dflowgen weights export`)")
     out = Path(out)
+    # The proxy is written after training: check its path now, not after minutes of work.
     if not out.parent.is_dir():
         raise DflowgenError(f"cannot write the proxy {out}: folder {out.parent} does not exist")
+    if out.is_dir():
+        raise DflowgenError(f"cannot write the proxy {out}: it is a folder (give a file name, "
+                            f"e.g. {out / 'proxy.pth'})")
+    if not os.access(out.parent, os.W_OK | os.X_OK):
+        raise DflowgenError(f"cannot write the proxy {out}: folder {out.parent} is not writable")
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(out)
     last = run_dir / LAST_NAME
     step, record = config.num_steps, None
