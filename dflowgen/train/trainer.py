@@ -58,14 +58,16 @@ from dflowgen.train.config import BOOKKEEPING_FIELDS, TrainConfig
 from dflowgen.train.data import DataSource, StepBatches, TrainingMix
 from dflowgen.train.distill import DistillObjective
 from dflowgen.train.distributed import DistContext, init_distributed, mean_across, shutdown_distributed
-from dflowgen.train.log import METRIC_KEYS, IntervalLog, trim_log
+from dflowgen.train.log import LOG_NAME, METRIC_KEYS, IntervalLog, reset_log, trim_log
 from dflowgen.train.objective import Objective, frozen_network, network_from_state, network_state
 from dflowgen.train.pseudo import PseudoLabelObjective
 from dflowgen.train.schedule import make_optimizer, make_scheduler
 from dflowgen.train.selfsup import SelfSupervisedObjective
+from dflowgen.train.validate import check_validation_data, validate
 from dflowgen.weights import resolve_weights
 
-LOG_NAME = "log.jsonl"
+# Settings a resumed run may change: bookkeeping, and the length of the run.
+RESUMABLE_FIELDS = BOOKKEEPING_FIELDS | {"num_steps"}
 
 
 @dataclass(frozen=True)
@@ -201,12 +203,14 @@ def check_resumable(state: dict[str, Any], config: TrainConfig, sources: Sequenc
     """A resumed run must have the same settings and data as the run that wrote ``path`` (and steps left to do,
     unless ``finished_ok``).
 
-    Settings a checkpoint does not record (written before they existed) count as their defaults.
+    ``num_steps`` may grow (a finished run is extended; :mod:`dflowgen.train.schedule` says how the
+    learning rate continues), never below the steps done. Settings a checkpoint does not record
+    (written before they existed) count as their defaults.
     """
     defaults = flatten_keys(to_dict(TrainConfig()))
     stored, current = flatten_keys(state["train_config"]), flatten_keys(to_dict(config))
     changed = [f"{key}: {stored.get(key, defaults.get(key))!r} -> {value!r}" for key, value in current.items()
-               if key not in BOOKKEEPING_FIELDS and stored.get(key, defaults.get(key)) != value]
+               if key not in RESUMABLE_FIELDS and stored.get(key, defaults.get(key)) != value]
     if changed:
         raise DflowgenError(f"cannot resume {path} with different settings ({'; '.join(changed)})")
     for kind, described in (("sources", sources), ("frames", frames)):
@@ -215,8 +219,12 @@ def check_resumable(state: dict[str, Any], config: TrainConfig, sources: Sequenc
             option = "--data" if kind == "sources" else "--frames"
             raise DflowgenError(f"cannot resume {path} with different {option}: it was trained on (size, weight, "
                                 f"sparse) {stored_data}, now {_describe_data(described)}")
-    if not finished_ok and int(state["step"]) >= config.num_steps:
-        raise DflowgenError(f"{path} already finished all {config.num_steps} steps")
+    done = int(state["step"])
+    if done > config.num_steps:
+        raise DflowgenError(f"{path} has done {done} steps, more than the {config.num_steps} asked for")
+    if not finished_ok and done == config.num_steps:
+        raise DflowgenError(f"{path} already finished all {config.num_steps} steps; --steps N (more than "
+                            f"{done}) extends it")
 
 
 def _user_message(error: DflowgenError) -> str:
@@ -293,7 +301,7 @@ def _setup_mode(config: TrainConfig, trainees: list[Trainee], sources: Sequence[
     if state is not None:
         partner = Trainee.of(_trainable(network_from_state(state["partner"], device, bf16), config), config)
         partner.optimizer.load_state_dict(state["partner"]["optimizer"])
-        partner.scheduler.load_state_dict(state["partner"]["scheduler"])
+        partner.scheduler = make_scheduler(partner.optimizer, config, int(state["step"]))
     else:
         partner = Trainee.of(_trainable(load_teacher(), config), config)
     trainees.append(partner)
@@ -317,6 +325,7 @@ def train(
     device: str | None = None,
     quiet: bool = False,
     recipe_text: str = "",
+    val: Sequence[DataSource] = (),
 ) -> TrainResult:
     """Train RAFT as ``config`` says (``config.mode``), writing checkpoints and the log into ``out_dir``.
 
@@ -335,6 +344,8 @@ def train(
         device: "cpu", "cuda", "cuda:N"; None picks CUDA when available.
         quiet: no progress bar.
         recipe_text: the resolved recipe as TOML, stored in every checkpoint.
+        val: labelled data to measure the network on every ``val_every`` steps and after the last
+            (``event: "val"`` records in the log, one per source, named by its ``name``); main process only.
 
     Under torchrun (``WORLD_SIZE`` > 1) every process calls this; ``config.batch_size`` is the
     global batch and only rank 0 writes files. Only supervised training runs on several processes.
@@ -344,13 +355,14 @@ def train(
         ...       frames=[DataSource(open_spec("frames:video/").dataset)], init="raft-small.pth")  # doctest: +SKIP
     """
     check_inputs(config, sources, frames, init, teacher, resume)
+    check_validation_data(val)
     owns_group = not dist.is_initialized()
     context, torch_device = init_distributed(device)
     try:
         if context.distributed and config.mode != "supervised":
             raise DflowgenError(f"--mode {config.mode} runs on one process; start it without torchrun")
         return _train(config, list(sources), list(frames), Path(out_dir), init, teacher, resume, context,
-                      torch_device, quiet, recipe_text)
+                      torch_device, quiet, recipe_text, list(val))
     finally:
         if owns_group:
             shutdown_distributed()
@@ -358,7 +370,7 @@ def train(
 
 def _train(config: TrainConfig, sources: list[DataSource], frames: list[DataSource], out_dir: Path,
            init: str | Path | None, teacher: str | Path | None, resume: bool, context: DistContext,
-           device: torch.device, quiet: bool, recipe_text: str) -> TrainResult:
+           device: torch.device, quiet: bool, recipe_text: str, val: list[DataSource]) -> TrainResult:
     resume_from = _prepare_out_dir(out_dir, resume, context.is_main)
     state = None
     if resume_from is not None:
@@ -374,14 +386,17 @@ def _train(config: TrainConfig, sources: list[DataSource], frames: list[DataSour
     start_step, nonfinite_total, init_record = 0, 0, str(init) if init is not None else ""
     if state is not None:
         model.load_state_dict(state["model"])
-        trainees[0].optimizer.load_state_dict(state["optimizer"])
-        trainees[0].scheduler.load_state_dict(state["scheduler"])
         start_step, nonfinite_total, init_record = int(state["step"]), int(state["nonfinite_steps"]), state["init"]
+        trainees[0].optimizer.load_state_dict(state["optimizer"])
+        # The rate is a function of (step, num_steps): rebuilt, it also follows an extended num_steps.
+        trainees[0].scheduler = make_scheduler(trainees[0].optimizer, config, start_step)
         if context.is_main:
             trim_log(out_dir / LOG_NAME, start_step)
     elif context.is_main:
-        (out_dir / LOG_NAME).unlink(missing_ok=True)
+        reset_log(out_dir / LOG_NAME)
     log = IntervalLog(out_dir / LOG_NAME if context.is_main else None, nonfinite_total, objective.metric_keys)
+    if state is not None and state["train_config"].get("num_steps") != config.num_steps:
+        log.note(start_step, "extend", from_steps=state["train_config"]["num_steps"], to_steps=config.num_steps)
     event = objective.prepare(resumed=state is not None)
     if event is not None:
         log.note(start_step, **event)
@@ -462,6 +477,9 @@ def _train(config: TrainConfig, sources: list[DataSource], frames: list[DataSour
                 event = objective.after_step(step)
                 if event is not None:
                     log.note(step, **event)
+                if val and context.is_main and (step % config.val_every == 0 or step == config.num_steps):
+                    for measured in validate(model, val, config.val_iters, device):
+                        log.note(step, "val", **measured)
                 if step % config.checkpoint_every == 0 or step == config.num_steps:
                     if context.is_main:
                         save_checkpoint(checkpoint_state(step), out_dir)
