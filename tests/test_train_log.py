@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
+from test_train import TINY, PairList, synthetic_pair, write_chairs
 
 from dflowgen.cli import cli
 from dflowgen.errors import DflowgenError
@@ -30,7 +31,6 @@ from dflowgen.train.tfevents import (
     scalar_record,
 )
 from dflowgen.train.trainer import train
-from tests.test_train import TINY, PairList, synthetic_pair, write_chairs
 
 
 def test_crc32c_and_its_mask_match_the_published_values():

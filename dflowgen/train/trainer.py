@@ -22,6 +22,7 @@ that was never stopped.
 
 from __future__ import annotations
 
+import os
 import random
 import re
 import sys
@@ -59,6 +60,7 @@ from dflowgen.train.data import DataSource, StepBatches, TrainingMix
 from dflowgen.train.distill import DistillObjective
 from dflowgen.train.distributed import DistContext, init_distributed, mean_across, shutdown_distributed
 from dflowgen.train.log import LOG_NAME, METRIC_KEYS, IntervalLog, reset_log, trim_log
+from dflowgen.train.memory import check_fits
 from dflowgen.train.objective import Objective, frozen_network, network_from_state, network_state
 from dflowgen.train.pseudo import PseudoLabelObjective
 from dflowgen.train.schedule import make_optimizer, make_scheduler
@@ -371,6 +373,8 @@ def train(
 def _train(config: TrainConfig, sources: list[DataSource], frames: list[DataSource], out_dir: Path,
            init: str | Path | None, teacher: str | Path | None, resume: bool, context: DistContext,
            device: torch.device, quiet: bool, recipe_text: str, val: list[DataSource]) -> TrainResult:
+    local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    check_fits(config, device.type, device.index, context.world_size, local_processes)
     resume_from = _prepare_out_dir(out_dir, resume, context.is_main)
     state = None
     if resume_from is not None:
