@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ from click.testing import CliRunner
 
 from dflowgen.cli import cli
 from dflowgen.data.shards import read_manifest, shard_name, verify_shards
+from dflowgen.recipes import load_recipe
 
 TINY_ARGS = ["--size", "64x48", "--batch-size", "2", "--shard-size", "3", "--device", "cpu", "--quiet"]
 
@@ -100,3 +102,29 @@ def test_summary_line_and_inspect_after_generate(tmp_path, tiny_recipe):
     assert "set complete" in result.output and "3 samples" in result.output
     result = CliRunner().invoke(cli, ["inspect", str(out), "--no-plot"])
     assert result.exit_code == 0 and "3 in 1 of 1 shards" in result.output and "64x48" in result.output
+
+
+def test_a_rerun_keeps_the_set_previews_every_sample_and_reports_samples(tmp_path, tiny_recipe):
+    out = tmp_path / "set"
+    tiny_recipe.write_text(tiny_recipe.read_text() + "[generate]\npreview_count = 5\n")
+    args = ["generate", "--mode", "random", "--num-samples", "5", "--recipe", str(tiny_recipe), "--out", str(out),
+            "--size", "64x48", "--shard-size", "3", "--device", "cpu", "--preview"]
+    first = CliRunner().invoke(cli, args)
+    assert first.exit_code == 0, first.output
+    assert (f"{out}: set complete with 5 samples; this run rendered 5 samples" in first.output
+            and "kept 0 samples from an earlier run" in first.output)
+    shards = {path: path.stat().st_mtime_ns for path in out.glob("*.h5")}
+    second = CliRunner().invoke(cli, args)
+    assert second.exit_code == 0, second.output
+    assert "this run rendered 0 samples" in second.output and "kept 5 samples from an earlier run" in second.output
+    assert {path: path.stat().st_mtime_ns for path in out.glob("*.h5")} == shards and len(shards) == 2
+    assert len(list((out / "previews").glob("*.png"))) == 5
+
+
+def test_make_demo_resumes_and_previews_every_sample():
+    """`make demo` is rerun-safe (no --overwrite) and the demo recipe previews all the samples it makes."""
+    makefile = (Path(__file__).resolve().parents[1] / "Makefile").read_text()
+    demo = makefile[makefile.index("\ndemo:"):].split("\n\n")[0]
+    assert "dflowgen generate --target demo" in demo and "--preview" in demo and "--overwrite" not in demo
+    samples = int(re.search(r"^DEMO_SAMPLES := (\d+)$", makefile, re.MULTILINE).group(1))
+    assert load_recipe("demo").generate.preview_count >= samples
