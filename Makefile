@@ -23,8 +23,10 @@ test: install
 test-slow: install
 	$(PY) -m pytest -q -m slow
 
+# Rerun-safe: a rerun resumes (or keeps) the set in demo-out; it never overwrites. Every sample is previewed.
+DEMO_SAMPLES := 16
 demo: install
-	$(VENV)/bin/dflowgen generate --target demo --num-samples 16 --out demo-out --preview --overwrite
+	$(VENV)/bin/dflowgen generate --target demo --num-samples $(DEMO_SAMPLES) --out demo-out --preview
 	$(VENV)/bin/dflowgen inspect demo-out
 
 # OFFICIAL=path/to/RAFT/core also times the official RAFT beside ours, in the same processes.

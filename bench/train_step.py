@@ -38,7 +38,7 @@ from dflowgen.models.raft import MODEL_NAMES, build_raft
 from dflowgen.train.config import TrainConfig
 from dflowgen.train.data import DataSource, TrainingMix
 from dflowgen.train.schedule import make_optimizer
-from dflowgen.train.trainer import train_step
+from dflowgen.train.supervised import train_step
 from official import check_core, official_raft  # bench/official.py, beside this script
 
 

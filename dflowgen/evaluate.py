@@ -34,6 +34,7 @@ from dflowgen.errors import DflowgenError
 from dflowgen.flow.metrics import flow_metrics
 from dflowgen.models.inference import model_device, predict_flow
 from dflowgen.models.modes import eval_mode
+from dflowgen.train.data import DataSource
 
 RATE_KEYS = ("1px", "3px", "5px", "fl_all")
 
@@ -136,3 +137,35 @@ def evaluate(
     if not results:
         raise DflowgenError("the dataset to evaluate on has no pairs")
     return EvalResult(results, iters, all_pixels)
+
+
+VAL_KEYS = ("epe", "epe_pixels", "1px", "3px", "5px", "fl_all")
+
+
+class Validation:
+    """Validation while training: labelled sources measured with the ``dflowgen eval`` protocol.
+
+    The trainer calls it every ``val_every`` steps (``train(..., validation=...)``); it lives here,
+    above the trainer, so training imports no evaluation code. Dense sets are measured on every
+    pixel (centred padding), sparse ones on their valid points (bottom padding), as ``dflowgen
+    eval`` does; the model gets its training mode back.
+    """
+
+    def __init__(self, sources: Sequence[DataSource], iters: int) -> None:
+        """Check, before training starts, that every source has pairs with ground-truth flow."""
+        for source in sources:
+            if len(source.dataset) == 0:
+                raise DflowgenError(f"--val {source.name or '?'} has no pairs")
+            if source.dataset[0].flow is None:
+                raise DflowgenError(f"--val {source.name or '?'} has no ground-truth flow: validation needs "
+                                    "labelled data")
+        self.sources, self.iters = list(sources), iters
+
+    def __call__(self, model: nn.Module, device: torch.device) -> list[dict[str, Any]]:
+        """One record per source: its ``name`` as ``data`` and the aggregate metrics :data:`VAL_KEYS`."""
+        records = []
+        for source in self.sources:
+            result = evaluate(model, source.dataset, self.iters, all_pixels=not source.sparse,
+                              pad_mode="kitti" if source.sparse else "sintel", device=device)
+            records.append({"data": source.name, **{key: result.aggregate[key] for key in VAL_KEYS}})
+        return records

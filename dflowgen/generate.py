@@ -53,6 +53,10 @@ class GenerateResult:
     samples_dropped: int
     seconds: float
     complete: bool
+    samples_kept: int = 0
+    """Samples of this process's shards that an earlier run had completed (kept, not rendered again)."""
+    samples_in_set: int = 0
+    """Samples in the set's complete shards, written by any process or run."""
 
 
 def set_header(recipe: Recipe, num_samples: int, asset_fingerprint: str) -> ShardSetHeader:
@@ -177,6 +181,9 @@ def generate_set(
         samples_dropped=dropped_total,
         seconds=time.perf_counter() - started,
         complete=manifest is not None and manifest.complete,
+        samples_kept=sum(entry.num_samples for entry in manifest.shards if entry.index in owned and entry.index
+                         not in todo) if manifest is not None else 0,
+        samples_in_set=manifest.samples_written if manifest is not None else 0,
     )
 
 

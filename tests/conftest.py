@@ -30,3 +30,9 @@ def _deterministic_threads():
 def _private_weights_store(tmp_path_factory, monkeypatch):
     """Every test sees an empty weights store, never the user's (whose contents would change outcomes)."""
     monkeypatch.setenv("DFLOWGEN_WEIGHTS_DIR", str(tmp_path_factory.mktemp("weights-store")))
+
+
+@pytest.fixture(autouse=True)
+def _fixed_memory_budget(monkeypatch):
+    """Training's memory check sees a fixed budget, not what other processes on the machine leave free now."""
+    monkeypatch.setenv("DFLOWGEN_MEMORY_BUDGET", "64G")

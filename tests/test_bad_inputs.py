@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from dflowgen.cli import cli
 from dflowgen.errors import DflowgenError
 from dflowgen.recipes import load_recipe
-from dflowgen.train.proxy import make_proxy
+from dflowgen.train.labelfree.target_proxy import make_proxy
 from test_train_modes import write_frames
 
 

@@ -1,10 +1,12 @@
+import subprocess
+import sys
 import warnings
 
 import click
 from click.testing import CliRunner
 
 from dflowgen import __version__
-from dflowgen.cli import cli
+from dflowgen.cli import LAZY_COMMANDS, cli
 from dflowgen.errors import DflowgenError
 
 
@@ -18,7 +20,9 @@ def test_version_and_help():
 
 def test_every_command_has_help():
     runner = CliRunner()
-    for name in cli.commands:
+    names = cli.list_commands(click.Context(cli))
+    assert set(LAZY_COMMANDS) <= set(names)
+    for name in names:
         result = runner.invoke(cli, [name, "--help"])
         assert result.exit_code == 0, (name, result.output)
         assert "Usage" in result.output
@@ -54,3 +58,24 @@ def test_warnings_do_not_print_before_a_one_line_error_but_do_after_a_success():
         assert result.exit_code == 2 and result.output.strip().splitlines() == ["dflowgen: error: bad input"]
     finally:
         del cli.commands["warn-then"]
+
+
+def test_lazy_summaries_are_the_commands_own():
+    context = click.Context(cli)
+    for name, (_, summary) in LAZY_COMMANDS.items():
+        command = cli.get_command(context, name)
+        assert command is not None and command.name == name, name
+        assert command.get_short_help_str(limit=1000) == summary, name
+
+
+def test_the_cli_and_its_help_do_not_import_torch():
+    """`dflowgen --help` stays fast: torch and the commands' modules load only when a command runs."""
+    probe = ("import sys\n"
+             "import dflowgen.cli\n"
+             "assert 'torch' not in sys.modules, 'import dflowgen.cli imported torch'\n"
+             "code = dflowgen.cli.cli(['--help'], prog_name='dflowgen', standalone_mode=False)\n"
+             "assert 'torch' not in sys.modules, 'dflowgen --help imported torch'\n"
+             "assert not any(name.startswith('dflowgen.cli.') for name in sys.modules), sorted(sys.modules)\n")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "train" in result.stdout and "plot" in result.stdout

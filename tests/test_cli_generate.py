@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from click.testing import CliRunner
 from dflowgen.cli import cli
 from dflowgen.data.manifest import read_manifest, verify_shards
 from dflowgen.data.shards import shard_name
+from dflowgen.recipes import load_recipe
 
 TINY_ARGS = ["--size", "64x48", "--batch-size", "2", "--shard-size", "3", "--device", "cpu", "--quiet"]
 
@@ -131,14 +133,40 @@ def test_damaged_shards_of_an_existing_set_are_written_again(tmp_path, tiny_reci
     _damage_middle(zeroed)
     result = CliRunner().invoke(cli, ["generate", "--mode", "random", *args[:-1]])
     assert result.exit_code == 0, result.output
-    assert "wrote 2 shards (2 of them damaged before)" in result.output
+    assert "(2 damaged shards written again)" in result.output
     assert {path.name: path.read_bytes() for path in out.glob("shard-*.h5")} == whole
     assert verify_shards(out) == []
 
     # A large set keeps a shard of the right size and header unless asked to hash it.
-    monkeypatch.setattr("dflowgen.data.shards.FULL_HASH_BYTES", 0)
+    monkeypatch.setattr("dflowgen.data.manifest.FULL_HASH_BYTES", 0)
     _damage_middle(zeroed)
     assert generate(*args).exit_code == 0
     assert [problem.file for problem in verify_shards(out)] == [zeroed.name]
     assert generate(*args, "--verify-existing").exit_code == 0
     assert verify_shards(out) == []
+
+
+def test_a_rerun_keeps_the_set_previews_every_sample_and_reports_samples(tmp_path, tiny_recipe):
+    out = tmp_path / "set"
+    tiny_recipe.write_text(tiny_recipe.read_text() + "[generate]\npreview_count = 5\n")
+    args = ["generate", "--mode", "random", "--num-samples", "5", "--recipe", str(tiny_recipe), "--out", str(out),
+            "--size", "64x48", "--shard-size", "3", "--device", "cpu", "--preview"]
+    first = CliRunner().invoke(cli, args)
+    assert first.exit_code == 0, first.output
+    assert (f"{out}: set complete with 5 samples; this run rendered 5 samples" in first.output
+            and "kept 0 samples from an earlier run" in first.output)
+    shards = {path: path.stat().st_mtime_ns for path in out.glob("*.h5")}
+    second = CliRunner().invoke(cli, args)
+    assert second.exit_code == 0, second.output
+    assert "this run rendered 0 samples" in second.output and "kept 5 samples from an earlier run" in second.output
+    assert {path: path.stat().st_mtime_ns for path in out.glob("*.h5")} == shards and len(shards) == 2
+    assert len(list((out / "previews").glob("*.png"))) == 5
+
+
+def test_make_demo_resumes_and_previews_every_sample():
+    """`make demo` is rerun-safe (no --overwrite) and the demo recipe previews all the samples it makes."""
+    makefile = (Path(__file__).resolve().parents[1] / "Makefile").read_text()
+    demo = makefile[makefile.index("\ndemo:"):].split("\n\n")[0]
+    assert "dflowgen generate --target demo" in demo and "--preview" in demo and "--overwrite" not in demo
+    samples = int(re.search(r"^DEMO_SAMPLES := (\d+)$", makefile, re.MULTILINE).group(1))
+    assert load_recipe("demo").generate.preview_count >= samples

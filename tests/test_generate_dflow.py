@@ -208,7 +208,7 @@ def test_cli_target_writes_an_optimised_set_with_previews(tmp_path):
     result = CliRunner().invoke(cli, ["generate", "--target", str(recipe), "--num-samples", "2", "--out", str(out),
                                       "--device", "cpu", "--preview"])
     assert result.exit_code == 0, result.output
-    assert "wrote 1 shards" in result.output
+    assert "set complete with" in result.output and "rendered 2 samples" in result.output
     manifest = read_manifest(out)
     assert manifest.complete and "mode = \"dflow\"" in manifest.header.recipe
     assert list((out / "previews").glob("*.png"))

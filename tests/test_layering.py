@@ -18,7 +18,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "dflowgen"
 MAX_LINES = 400
 
 LAYERS: list[set[str]] = [
-    {"errors", "fields", "files", "devices", "seeding", "figures", "flow", "colour", "shapes", "image_limits"},
+    {"errors", "fields", "files", "devices", "seeding", "figures", "flow", "colour", "shapes", "image_limits", "bundled"},
     {"assets", "weights", "losses", "models"},
     {"render", "proxies"},
     {"optimize"},

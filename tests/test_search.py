@@ -22,7 +22,8 @@ from dflowgen.data.manifest import read_manifest
 from dflowgen.generate import generate_set
 from dflowgen.recipes import load_recipe, with_overrides
 from dflowgen.search.evolution import EvolutionSampler
-from dflowgen.search.run import StudyHandle, load_study, open_storage, quiet_optuna, run_search, work
+from dflowgen.search.storage import open_storage, quiet_optuna
+from dflowgen.search.run import StudyHandle, load_study, run_search, work
 from dflowgen.search.space import derive_space
 
 

@@ -29,7 +29,7 @@ from optuna.trial import TrialState
 from dflowgen.cli import cli
 from dflowgen.errors import DflowgenError
 from dflowgen.recipes import load_recipe, recipe_to_toml, with_overrides
-from dflowgen.search.run import open_storage, quiet_optuna, with_installed_driver
+from dflowgen.search.storage import open_storage, quiet_optuna, with_installed_driver
 from test_search import write_moving_frames
 
 SERVER_BIN_DIRS = sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)  # Debian/Ubuntu, newest first

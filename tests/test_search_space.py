@@ -16,7 +16,7 @@ from dflowgen.recipes import Recipe, load_recipe, parse_recipe, recipe_to_toml, 
 from dflowgen.render.config import RenderConfig, WarpRanges
 from dflowgen.search.evolution import EvolutionSampler
 from dflowgen.search.report import spearman
-from dflowgen.search.run import quiet_optuna
+from dflowgen.search.storage import quiet_optuna
 from dflowgen.search.space import DOMAINS, derive_space, searchable_keys
 
 

@@ -34,6 +34,7 @@ from dflowgen.train.checkpoint import (
 )
 from dflowgen.train.config import TrainConfig
 from dflowgen.train.data import DataSource, StepBatches, make_augmentor
+from dflowgen.train.log import EVENTS_NAME
 from dflowgen.train.trainer import LOG_NAME, train
 
 TINY = TrainConfig(model="raft-small", num_steps=4, batch_size=2, crop_size=(64, 64), iters=2, lr=4e-4,
@@ -121,7 +122,8 @@ def test_checkpoint_contents_and_use_as_init_and_by_load_raft(tmp_path, pairs):
     assert state["step"] == 2 and state["model_name"] == "raft-small"
     assert state["data"]["sources"] == [{"name": "mem", "size": 3, "weight": 1, "sparse": False}]
     assert {"optimizer", "scheduler", "rng", "train_config", "recipe"} <= state.keys()
-    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == sorted([LOG_NAME, LAST_NAME, step_name(1), step_name(2)])
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == sorted([LOG_NAME, EVENTS_NAME, LAST_NAME, step_name(1),
+                                                                          step_name(2)])
 
     model = load_raft(tmp_path / "run" / LAST_NAME)
     assert all(torch.equal(model.state_dict()[k], v) for k, v in state["model"].items())
@@ -249,11 +251,9 @@ def test_cli_train_then_eval(tmp_path):
     assert state["data"]["sources"][0]["size"] == 3 and state["data"]["sources"][0]["weight"] == 2
     assert "crop_size = [64, 64]" in state["recipe"]
 
-    # Resuming a finished run says so; resuming with more steps is a settings change.
+    # Resuming a finished run says so, and how to extend it.
     result = runner.invoke(cli, [*args, "--resume"])
-    assert result.exit_code == 2 and "already finished" in result.output
-    result = runner.invoke(cli, [*args, "--resume", "--steps", "3"])
-    assert result.exit_code == 2 and "num_steps: 2 -> 3" in result.output
+    assert result.exit_code == 2 and "already finished" in result.output and "--steps" in result.output
 
     report = tmp_path / "eval.json"
     result = runner.invoke(cli, ["eval", "--ckpt", str(tmp_path / "run" / LAST_NAME), "--data",
@@ -290,3 +290,32 @@ def test_cli_train_user_errors_are_one_line(tmp_path, make_args, message):
     assert result.exit_code == 2, result.output
     assert message in result.output
     assert len(result.output.strip().splitlines()) == 1 and "Traceback" not in result.output
+
+
+def test_cli_resume_with_more_steps_extends_a_finished_run_on_the_longer_schedule(tmp_path):
+    chairs = write_chairs(tmp_path / "chairs")
+    recipe = write_train_recipe(tmp_path / "tiny.toml", num_steps=2)
+
+    def run(out: Path, *extra: str):
+        return CliRunner().invoke(cli, ["train", "--data", f"chairs:{chairs}:all", "--recipe", str(recipe), "--out",
+                                        str(out), "--device", "cpu", "--quiet", *extra])
+
+    assert run(tmp_path / "run").exit_code == 0
+    result = run(tmp_path / "run", "--resume", "--steps", "4")
+    assert result.exit_code == 0, result.output
+    assert load_checkpoint(tmp_path / "run" / LAST_NAME)["step"] == 4
+    assert load_checkpoint(tmp_path / "run" / LAST_NAME)["train_config"]["num_steps"] == 4
+    records = [json.loads(line) for line in (tmp_path / "run" / LOG_NAME).read_text().splitlines()]
+    assert [r for r in records if r.get("event") == "extend"] == [
+        {"step": 2, "event": "extend", "from_steps": 2, "to_steps": 4, "wall_time": records[2]["wall_time"]}]
+    extended = {r["step"]: r["lr"] for r in records if "event" not in r}
+    assert sorted(extended) == [1, 2, 3, 4]
+
+    # Steps after the old end follow the rates of a run planned for 4 steps from the start.
+    assert run(tmp_path / "planned", "--steps", "4").exit_code == 0
+    planned = {r["step"]: r["lr"] for r in map(json.loads, (tmp_path / "planned" / LOG_NAME).read_text().splitlines())}
+    assert extended[3] == planned[3] and extended[4] == planned[4]
+    assert extended[2] != planned[2] and extended[3] > extended[2]
+
+    result = run(tmp_path / "run", "--resume", "--steps", "3")
+    assert result.exit_code == 2 and "has done 4 steps, more than the 3" in result.output

@@ -24,7 +24,6 @@ texture.
 from __future__ import annotations
 
 import hashlib
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,6 +34,7 @@ from PIL import Image
 
 from dflowgen.assets.masks import MASK_SIZE, Mask
 from dflowgen.assets.procedural import PROCEDURAL_SEED, PROCEDURAL_VERSION, cut_mask, procedural_masks, procedural_textures
+from dflowgen.bundled import shipped_dirs
 from dflowgen.errors import DflowgenError
 from dflowgen.image_limits import open_image
 
@@ -153,9 +153,7 @@ class LayerBank:
 
 def bundled_assets_dir() -> Path:
     """``layers_assets/`` of the source tree, or of an installed copy."""
-    source_tree = Path(__file__).resolve().parents[2] / "layers_assets"
-    installed = Path(sys.prefix) / "share" / "dflowgen" / "layers_assets"
-    for folder in (source_tree, installed):
+    for folder in shipped_dirs("layers_assets"):
         if folder.is_dir():
             return folder
     raise DflowgenError("the bundled layers_assets/ folder is missing from this installation; pass a folder of images")

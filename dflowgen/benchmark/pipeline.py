@@ -49,7 +49,8 @@ from dflowgen.fields import flatten_keys, to_dict
 from dflowgen.recipes import Recipe, load_recipe, parse_recipe, recipe_to_toml, with_overrides
 from dflowgen.reproduce.stages import ExperimentSummary, StageRunner, digest, finish_training, read_log
 from dflowgen.search.report import Candidate, candidates
-from dflowgen.search.run import StudyHandle, load_study, quiet_optuna, report_study, run_search
+from dflowgen.search.storage import quiet_optuna
+from dflowgen.search.run import StudyHandle, load_study, report_study, run_search
 from dflowgen.train.config import TrainConfig
 from dflowgen.train.data import DataSource
 from dflowgen.train.labelfree.target_proxy import make_proxy

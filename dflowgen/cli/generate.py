@@ -35,13 +35,14 @@ def _overrides(mode: str | None, seed: int | None, size: str | None, batch_size:
 
 
 def _summary(result: GenerateResult) -> str:
+    """The closing line, in samples: the set, what this run rendered, what it kept from an earlier run."""
     rate = result.samples_rendered / result.seconds if result.seconds > 0 else 0.0
     state = "complete" if result.complete else "incomplete (other shards still to be written)"
-    dropped = f", dropped {result.samples_dropped}" if result.samples_dropped else ""
-    replaced = f" ({result.shards_replaced} of them damaged before)" if result.shards_replaced else ""
-    return (f"{result.out}: wrote {result.shards_written} shards{replaced} "
-            f"({result.samples_rendered} samples{dropped}, "
-            f"{rate:.2f} samples/s), kept {result.shards_skipped}; set {state}")
+    dropped = f", {result.samples_dropped} dropped" if result.samples_dropped else ""
+    replaced = f" ({result.shards_replaced} damaged shards written again)" if result.shards_replaced else ""
+    return (f"{result.out}: set {state} with {result.samples_in_set} samples; this run rendered "
+            f"{result.samples_rendered} samples ({rate:.2f} samples/s{dropped}) and kept {result.samples_kept} "
+            f"samples from an earlier run{replaced}")
 
 
 @cli.command()

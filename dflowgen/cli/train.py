@@ -8,6 +8,7 @@ import click
 
 from dflowgen.cli import cli
 from dflowgen.data.spec import SPEC_HELP, open_spec
+from dflowgen.evaluate import Validation
 from dflowgen.models.registry import MODEL_NAMES
 from dflowgen.recipes import load_recipe, parse_recipe, recipe_to_toml, with_overrides
 from dflowgen.train.checkpoint import LAST_NAME, load_checkpoint
@@ -44,6 +45,10 @@ def summary_line(out: Path, result: TrainResult) -> str:
 @click.option("--frames", "frame_specs", multiple=True, metavar="SPEC",
               help="Unlabelled target data for the label-free modes, repeatable, e.g. frames:my_video/ "
                    "(labels of a labelled spec are ignored).")
+@click.option("--val", "val_specs", multiple=True, metavar="SPEC",
+              help="Labelled data to measure the network on every train.val_every steps and after the last "
+                   "(train.val_iters GRU iterations, the `dflowgen eval` protocol), repeatable; logged to "
+                   "log.jsonl and the TensorBoard event file.")
 @click.option("--teacher", default=None, metavar="CKPT",
               help="Teacher of --mode pseudo-label and distill (file or weights-store name; default: --init).")
 @click.option("--model", type=click.Choice(MODEL_NAMES), default=None, help="Overrides train.model.")
@@ -55,13 +60,16 @@ def summary_line(out: Path, result: TrainResult) -> str:
                    "weights-store name.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
               help=f"Folder for checkpoints ({LAST_NAME}, step_NNNNNNN.pth) and {LOG_NAME}.")
-@click.option("--resume", is_flag=True, help=f"Continue the run in OUT from {LAST_NAME}.")
+@click.option("--resume", is_flag=True,
+              help=f"Continue the run in OUT from {LAST_NAME}; with --steps N, also extend a finished run to N "
+                   "steps (the learning-rate cycle is rebuilt for N).")
 @click.option("--steps", type=click.IntRange(min=1), default=None, help="Overrides train.num_steps.")
 @click.option("--batch-size", "batch_size", type=click.IntRange(min=1), default=None,
               help="Overrides train.batch_size (the global batch under torchrun).")
 @click.option("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available, else cpu).")
 @click.option("--quiet", is_flag=True, help="No progress bar or summary.")
-def train_command(data_specs: tuple[str, ...], mode: str | None, frame_specs: tuple[str, ...], teacher: str | None,
+def train_command(data_specs: tuple[str, ...], mode: str | None, frame_specs: tuple[str, ...],
+                  val_specs: tuple[str, ...], teacher: str | None,
                   model: str | None, recipe: str | None, init: Path | None, out: Path, resume: bool,
                   steps: int | None, batch_size: int | None, device: str | None, quiet: bool) -> None:
     """Train RAFT with a recipe's [train] section; checkpoints and a JSONL log go to OUT.
@@ -80,7 +88,9 @@ def train_command(data_specs: tuple[str, ...], mode: str | None, frame_specs: tu
         resolved = load_recipe(recipe)
     overrides = {"train.mode": mode, "train.model": model, "train.num_steps": steps, "train.batch_size": batch_size}
     resolved = with_overrides(resolved, {key: value for key, value in overrides.items() if value is not None})
+    validation = Validation(open_sources(val_specs), resolved.train.val_iters) if val_specs else None
     result = train(resolved.train, open_sources(data_specs), out, frames=open_sources(frame_specs), init=init,
-                   teacher=teacher, resume=resume, device=device, quiet=quiet, recipe_text=recipe_to_toml(resolved))
+                   teacher=teacher, resume=resume, device=device, quiet=quiet, recipe_text=recipe_to_toml(resolved),
+                   validation=validation)
     if not quiet and result.is_main:
         click.echo(summary_line(out, result))

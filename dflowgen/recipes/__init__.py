@@ -14,12 +14,12 @@ Named recipes (``demo``, ``sintel``, ...) are the files in the repository's
 from __future__ import annotations
 
 import dataclasses
-import sys
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from dflowgen.bundled import shipped_dirs
 from dflowgen.data.config import GenerateConfig
 from dflowgen.errors import DflowgenError
 from dflowgen.fields import dumps_toml, from_dict, nested, to_dict
@@ -48,7 +48,7 @@ class Recipe:
 
 def recipe_dirs() -> list[Path]:
     """Folders searched for named recipes: the source tree's, then the installed copy."""
-    return [Path(__file__).resolve().parents[2] / "recipes", Path(sys.prefix) / "share" / "dflowgen" / "recipes"]
+    return shipped_dirs("recipes")
 
 
 def resolve_recipe_path(name_or_path: str | Path) -> Path:

@@ -212,6 +212,9 @@ class TrainConfig:
     flips, crop) of the unlabelled frames; their colour jitter and eraser are the mode's own
     (``selfsup.jitter``, ``distill.augment``), since the photometric losses must compare the
     frames as they are. Pseudo-labelled frames are labelled data and get all of ``[train.augment]``.
+
+    With validation data (``--val``), the network is measured on it every ``val_every`` steps and
+    after the last, with ``val_iters`` GRU iterations and the ``dflowgen eval`` protocol.
     """
 
     mode: TrainMode = "supervised"
@@ -232,6 +235,8 @@ class TrainConfig:
     max_nonfinite: int = 5
     checkpoint_every: int = 5000
     log_every: int = 100
+    val_every: int = 1000
+    val_iters: int = 12
     seed: int = 1234
     num_workers: int = 2
     augment: AugmentConfig = nested(AugmentConfig)
@@ -240,7 +245,8 @@ class TrainConfig:
     distill: DistillConfig = nested(DistillConfig)
 
     def __post_init__(self) -> None:
-        check_positive(self, "num_steps", "batch_size", "iters", "checkpoint_every", "log_every", "max_nonfinite")
+        check_positive(self, "num_steps", "batch_size", "iters", "checkpoint_every", "log_every", "max_nonfinite",
+                       "val_every", "val_iters")
         if any(side < 8 or side % 8 for side in self.crop_size):
             raise ValueError(f"crop_size must be positive multiples of 8 (RAFT works at 1/8), got {list(self.crop_size)}")
         if not 0.0 < self.pct_start < 1.0:
@@ -251,4 +257,8 @@ class TrainConfig:
 
 # Fields that change how a run is watched or stored, not the parameters it produces;
 # a resumed run may change them.
-BOOKKEEPING_FIELDS = frozenset({"num_workers", "log_every", "checkpoint_every", "max_nonfinite"})
+BOOKKEEPING_FIELDS = frozenset({"num_workers", "log_every", "checkpoint_every", "max_nonfinite", "val_every",
+                                "val_iters"})
+
+# Settings a resumed run may change: bookkeeping, and the length of the run.
+RESUMABLE_FIELDS = BOOKKEEPING_FIELDS | {"num_steps"}

@@ -15,7 +15,7 @@ from dflowgen.errors import DflowgenError
 from dflowgen.fields import flatten_keys, to_dict
 from dflowgen.models.registry import FLOWNET_NAMES
 from dflowgen.train.checkpoint import LAST_NAME
-from dflowgen.train.config import BOOKKEEPING_FIELDS, TrainConfig
+from dflowgen.train.config import RESUMABLE_FIELDS, TrainConfig
 from dflowgen.train.data import DataSource
 
 
@@ -76,12 +76,14 @@ def check_resumable(state: dict[str, Any], config: TrainConfig, sources: Sequenc
     """A resumed run must have the same settings and data as the run that wrote ``path`` (and steps left to do,
     unless ``finished_ok``).
 
-    Settings a checkpoint does not record (written before they existed) count as their defaults.
+    ``num_steps`` may grow (a finished run is extended; :mod:`dflowgen.train.schedule` says how the
+    learning rate continues), never below the steps done. Settings a checkpoint does not record
+    (written before they existed) count as their defaults.
     """
     defaults = flatten_keys(to_dict(TrainConfig()))
     stored, current = flatten_keys(state["train_config"]), flatten_keys(to_dict(config))
     changed = [f"{key}: {stored.get(key, defaults.get(key))!r} -> {value!r}" for key, value in current.items()
-               if key not in BOOKKEEPING_FIELDS and stored.get(key, defaults.get(key)) != value]
+               if key not in RESUMABLE_FIELDS and stored.get(key, defaults.get(key)) != value]
     if changed:
         raise DflowgenError(f"cannot resume {path} with different settings ({'; '.join(changed)})")
     for kind, described in (("sources", sources), ("frames", frames)):
@@ -90,5 +92,9 @@ def check_resumable(state: dict[str, Any], config: TrainConfig, sources: Sequenc
             option = "--data" if kind == "sources" else "--frames"
             raise DflowgenError(f"cannot resume {path} with different {option}: it was trained on (size, weight, "
                                 f"sparse) {stored_data}, now {describe_data(described)}")
-    if not finished_ok and int(state["step"]) >= config.num_steps:
-        raise DflowgenError(f"{path} already finished all {config.num_steps} steps")
+    done = int(state["step"])
+    if done > config.num_steps:
+        raise DflowgenError(f"{path} has done {done} steps, more than the {config.num_steps} asked for")
+    if not finished_ok and done == config.num_steps:
+        raise DflowgenError(f"{path} already finished all {config.num_steps} steps; --steps N (more than "
+                            f"{done}) extends it")

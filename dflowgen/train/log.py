@@ -5,8 +5,14 @@ Each record has ``step`` (steps done), the mode's metrics (supervised: ``loss``,
 over the interval's finite steps (null when it had none; percentages for the rates),
 ``lr`` (after the step), ``time`` (seconds per step over the interval), ``elapsed``
 (seconds since this process started training), ``nonfinite`` (steps skipped in the
-interval) and ``nonfinite_total``. Events between steps (a pseudo-label refresh) are
-records with ``step`` and an ``event`` name instead.
+interval) and ``nonfinite_total``. Events between steps (a pseudo-label refresh, a
+validation) are records with ``step`` and an ``event`` name instead. Every record also has
+``wall_time`` (seconds since the epoch).
+
+The same figures go to a TensorBoard event file beside the log (:data:`EVENTS_NAME`,
+:mod:`dflowgen.train.tfevents`): interval means as ``train/<key>``, validations as
+``val/<data>/<metric>``. The JSONL log is the source of truth: when a resumed run trims it,
+the event file is rewritten from it, so both always hold the same steps.
 """
 
 from __future__ import annotations
@@ -16,16 +22,59 @@ import time
 from pathlib import Path
 
 from dflowgen.files import atomic_write_bytes
+from dflowgen.train.tfevents import file_header, scalar_record
 
+LOG_NAME = "log.jsonl"
 METRIC_KEYS = ("loss", "epe", "1px", "3px", "5px")
+EVENTS_NAME = "events.out.tfevents.dflowgen"
+# Fields of a record that are not curves.
+_NOT_SCALARS = frozenset({"step", "event", "data", "wall_time", "pairs", "pixels"})
+
+
+def events_path(log_path: Path) -> Path:
+    """The TensorBoard event file that mirrors the log at ``log_path``."""
+    return log_path.with_name(EVENTS_NAME)
+
+
+def record_scalars(record: dict[str, object]) -> dict[str, float]:
+    """The TensorBoard scalars of a log record: ``train/<key>`` of an interval, ``val/<data>/<key>`` of a
+    validation, none for other events."""
+    event = record.get("event")
+    if event is None:
+        prefix = "train/"
+    elif event == "val":
+        prefix = f"val/{record['data']}/"
+    else:
+        return {}
+    return {prefix + key: float(value) for key, value in record.items()
+            if key not in _NOT_SCALARS and isinstance(value, (int, float)) and not isinstance(value, bool)}
+
+
+def _event_bytes(record: dict[str, object]) -> bytes:
+    scalars = record_scalars(record)
+    return scalar_record(float(record.get("wall_time", 0.0)), int(record["step"]), scalars) if scalars else b""
+
+
+def read_log(path: Path) -> list[dict[str, object]]:
+    """The records of a JSONL log, in order."""
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+def reset_log(path: Path) -> None:
+    """Remove the log at ``path`` and its event file (a run that starts afresh)."""
+    path.unlink(missing_ok=True)
+    events_path(path).unlink(missing_ok=True)
 
 
 def trim_log(path: Path, last_step: int) -> None:
-    """Drop records after ``last_step`` (written by a run that died before its next checkpoint), atomically."""
+    """Drop records after ``last_step`` (written by a run that died before its next checkpoint), atomically,
+    and rewrite the event file from what is kept."""
     if not path.is_file():
         return
-    kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= last_step]
-    atomic_write_bytes(path, "".join(line + "\n" for line in kept).encode())
+    kept = [record for record in read_log(path) if record["step"] <= last_step]
+    atomic_write_bytes(path, "".join(json.dumps(record) + "\n" for record in kept).encode())
+    start = kept[0].get("wall_time", 0.0) if kept else time.time()
+    atomic_write_bytes(events_path(path), file_header(float(start)) + b"".join(map(_event_bytes, kept)))
 
 
 class IntervalLog:
@@ -79,6 +128,12 @@ class IntervalLog:
         self._write({"step": step, "event": event, **fields})
 
     def _write(self, record: dict[str, object]) -> None:
-        if self.path is not None:
-            with self.path.open("a") as handle:
-                handle.write(json.dumps(record) + "\n")
+        if self.path is None:
+            return
+        record["wall_time"] = time.time()
+        with self.path.open("a") as handle:
+            handle.write(json.dumps(record) + "\n")
+        events = events_path(self.path)
+        header = b"" if events.exists() else file_header(record["wall_time"])
+        with events.open("ab") as handle:
+            handle.write(header + _event_bytes(record))

@@ -23,11 +23,12 @@ that was never stopped.
 from __future__ import annotations
 
 import contextlib
+import os
 import random
 import re
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,7 +45,7 @@ from dflowgen import __version__
 from dflowgen.errors import DflowgenError
 from dflowgen.fields import to_dict
 from dflowgen.files import removed_on_error
-from dflowgen.models.registry import build_model, load_model, training_loss
+from dflowgen.models.registry import build_model, load_model
 from dflowgen.seeding import sample_generator
 from dflowgen.train.checkpoint import (
     LAST_NAME,
@@ -58,15 +59,15 @@ from dflowgen.train.config import TrainConfig
 from dflowgen.train.inputs import check_inputs, check_resumable, prepare_out_dir
 from dflowgen.train.data import DataSource, StepBatches, TrainingMix
 from dflowgen.train.labelfree.distill import DistillObjective
-from dflowgen.train.distributed import DistContext, init_distributed, mean_across, shutdown_distributed
-from dflowgen.train.log import METRIC_KEYS, IntervalLog, trim_log
+from dflowgen.train.distributed import DistContext, init_distributed, shutdown_distributed
+from dflowgen.train.log import LOG_NAME, IntervalLog, reset_log, trim_log
+from dflowgen.train.memory import check_fits
 from dflowgen.train.objective import Objective, frozen_network, network_from_state, network_state
 from dflowgen.train.labelfree.pseudo_label import PseudoLabelObjective
 from dflowgen.train.schedule import make_optimizer, make_scheduler
+from dflowgen.train.supervised import SupervisedObjective, apply_update
 from dflowgen.train.labelfree.self_supervised import SelfSupervisedObjective
 from dflowgen.weights import resolve_weights
-
-LOG_NAME = "log.jsonl"
 
 
 @dataclass(frozen=True)
@@ -94,58 +95,6 @@ class Trainee:
     def of(cls, model: nn.Module, config: TrainConfig) -> Trainee:
         optimizer = make_optimizer(model, config)
         return cls(model, optimizer, make_scheduler(optimizer, config), model)
-
-
-def supervised_loss(model: nn.Module, batch: dict[str, torch.Tensor], config: TrainConfig,
-                    device: torch.device) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """The network's supervised loss on a labelled batch (RAFT's sequence loss, FlowNet's multi-scale EPE),
-    and its metrics (``epe``, ``1px``, ``3px``, ``5px``)."""
-    img1, img2, flow_gt, valid = (batch[key].to(device, non_blocking=True) for key in ("img1", "img2", "flow", "valid"))
-    return training_loss(model, img1, img2, flow_gt, valid, iters=config.iters, gamma=config.gamma,
-                         max_flow=config.max_flow)
-
-
-def apply_update(model: nn.Module, optimizer: torch.optim.Optimizer, loss: torch.Tensor,
-                 metrics: dict[str, torch.Tensor], clip: float, context: DistContext = DistContext(),
-                 keys: Sequence[str] = METRIC_KEYS) -> dict[str, float] | None:
-    """Backpropagate ``loss`` and step ``optimizer`` unless the loss (on any process) or the gradient norm is
-    not finite; returns the process-averaged ``keys`` (``loss`` first, then ``metrics``), or None when skipped."""
-    stats = mean_across(torch.stack([loss.detach().float(), *(metrics[key].float() for key in keys[1:])]), context)
-    if not torch.isfinite(stats[0]):
-        return None
-    loss.backward()
-    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
-    if not torch.isfinite(grad_norm):
-        optimizer.zero_grad(set_to_none=True)
-        return None
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-    return dict(zip(keys, stats.tolist()))
-
-
-def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: dict[str, torch.Tensor],
-               config: TrainConfig, device: torch.device, context: DistContext = DistContext()) -> dict[str, float] | None:
-    """One supervised optimisation step on ``batch``; returns the process-averaged metrics, or None when skipped.
-
-    ``batch`` holds ``img1``, ``img2`` (B×3×H×W in [0, 255]), ``flow`` (B×2×H×W), ``valid`` (B×H×W).
-    A non-finite loss (on any process) or gradient norm leaves the parameters untouched. Mixed
-    precision is the model's own setting (bf16 autocast around its convolutions).
-    """
-    loss, metrics = supervised_loss(model, batch, config, device)
-    return apply_update(model, optimizer, loss, metrics, config.clip, context)
-
-
-class SupervisedObjective(Objective):
-    """``--mode supervised``: RAFT's sequence loss against the ground truth of ``--data``."""
-
-    metric_keys = METRIC_KEYS
-
-    def __init__(self, config: TrainConfig, device: torch.device) -> None:
-        self.config, self.device = config, device
-
-    def loss(self, model: nn.Module, batch: dict[str, torch.Tensor],
-             step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        return supervised_loss(model, batch, self.config, self.device)
 
 
 def _user_message(error: DflowgenError) -> str:
@@ -222,7 +171,7 @@ def _setup_mode(config: TrainConfig, trainees: list[Trainee], sources: Sequence[
     if state is not None:
         partner = Trainee.of(_trainable(network_from_state(state["partner"], device, bf16), config), config)
         partner.optimizer.load_state_dict(state["partner"]["optimizer"])
-        partner.scheduler.load_state_dict(state["partner"]["scheduler"])
+        partner.scheduler = make_scheduler(partner.optimizer, config, int(state["step"]))
     else:
         partner = Trainee.of(_trainable(load_teacher(), config), config)
     trainees.append(partner)
@@ -246,6 +195,7 @@ def train(
     device: str | None = None,
     quiet: bool = False,
     recipe_text: str = "",
+    validation: Callable[[nn.Module, torch.device], list[dict[str, Any]]] | None = None,
 ) -> TrainResult:
     """Train RAFT as ``config`` says (``config.mode``), writing checkpoints and the log into ``out_dir``.
 
@@ -264,6 +214,9 @@ def train(
         device: "cpu", "cuda", "cuda:N"; None picks CUDA when available.
         quiet: no progress bar.
         recipe_text: the resolved recipe as TOML, stored in every checkpoint.
+        validation: measures the network every ``val_every`` steps and after the last (e.g.
+            :class:`dflowgen.evaluate.Validation`); its records go to the log as ``event: "val"``;
+            main process only.
 
     Under torchrun (``WORLD_SIZE`` > 1) every process calls this; ``config.batch_size`` is the
     global batch and only rank 0 writes files. Only supervised training runs on several processes.
@@ -284,7 +237,7 @@ def train(
         cleanup = removed_on_error(out_dir, (DflowgenError,), keep=lambda: (out_dir / LAST_NAME).exists())
         with cleanup if context.is_main else contextlib.nullcontext():
             return _train(config, list(sources), list(frames), out_dir, init, teacher, resume, context,
-                          torch_device, quiet, recipe_text)
+                          torch_device, quiet, recipe_text, validation)
     finally:
         if owns_group:
             shutdown_distributed()
@@ -292,7 +245,10 @@ def train(
 
 def _train(config: TrainConfig, sources: list[DataSource], frames: list[DataSource], out_dir: Path,
            init: str | Path | None, teacher: str | Path | None, resume: bool, context: DistContext,
-           device: torch.device, quiet: bool, recipe_text: str) -> TrainResult:
+           device: torch.device, quiet: bool, recipe_text: str,
+           validation: Callable[[nn.Module, torch.device], list[dict[str, Any]]] | None) -> TrainResult:
+    local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    check_fits(config, device.type, device.index, context.world_size, local_processes)
     resume_from = prepare_out_dir(out_dir, resume, context.is_main)
     state = None
     if resume_from is not None:
@@ -308,14 +264,17 @@ def _train(config: TrainConfig, sources: list[DataSource], frames: list[DataSour
     start_step, nonfinite_total, init_record = 0, 0, str(init) if init is not None else ""
     if state is not None:
         model.load_state_dict(state["model"])
-        trainees[0].optimizer.load_state_dict(state["optimizer"])
-        trainees[0].scheduler.load_state_dict(state["scheduler"])
         start_step, nonfinite_total, init_record = int(state["step"]), int(state["nonfinite_steps"]), state["init"]
+        trainees[0].optimizer.load_state_dict(state["optimizer"])
+        # The rate is a function of (step, num_steps): rebuilt, it also follows an extended num_steps.
+        trainees[0].scheduler = make_scheduler(trainees[0].optimizer, config, start_step)
         if context.is_main:
             trim_log(out_dir / LOG_NAME, start_step)
     elif context.is_main:
-        (out_dir / LOG_NAME).unlink(missing_ok=True)
+        reset_log(out_dir / LOG_NAME)
     log = IntervalLog(out_dir / LOG_NAME if context.is_main else None, nonfinite_total, objective.metric_keys)
+    if state is not None and state["train_config"].get("num_steps") != config.num_steps:
+        log.note(start_step, "extend", from_steps=state["train_config"]["num_steps"], to_steps=config.num_steps)
     event = objective.prepare(resumed=state is not None)
     if event is not None:
         log.note(start_step, **event)
@@ -396,6 +355,9 @@ def _train(config: TrainConfig, sources: list[DataSource], frames: list[DataSour
                 event = objective.after_step(step)
                 if event is not None:
                     log.note(step, **event)
+                if validation and context.is_main and (step % config.val_every == 0 or step == config.num_steps):
+                    for measured in validation(model, device):
+                        log.note(step, "val", **measured)
                 if step % config.checkpoint_every == 0 or step == config.num_steps:
                     if context.is_main:
                         save_checkpoint(checkpoint_state(step), out_dir)
