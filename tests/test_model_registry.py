@@ -9,7 +9,7 @@ import torch
 from click.testing import CliRunner
 from test_generate_dflow import TINY, column
 from test_infer import _write_frames, translating_frames
-from test_train import _write_recipe, write_chairs
+from test_train import write_train_recipe, write_chairs
 
 from dflowgen.cli import cli
 from dflowgen.flow.io import read_flo
@@ -45,7 +45,7 @@ def test_packaged_and_stored_checkpoint_names_load_everywhere(shared_data, tmp_p
 @pytest.mark.parametrize("name", ["flownets", "flownetc"])
 def test_flownets_train_evaluate_and_infer_from_the_cli(tmp_path, name):
     chairs = write_chairs(tmp_path / "chairs", count=2)
-    recipe = _write_recipe(tmp_path / "tiny.toml", num_steps=1, checkpoint_every=1, lr=1e-4, weight_decay=0.0)
+    recipe = write_train_recipe(tmp_path / "tiny.toml", num_steps=1, checkpoint_every=1, lr=1e-4, weight_decay=0.0)
     runner = CliRunner()
     result = runner.invoke(cli, ["train", "--model", name, "--data", f"chairs:{chairs}:all", "--recipe", str(recipe),
                                  "--out", str(tmp_path / "run"), "--device", "cpu", "--quiet"])
@@ -69,7 +69,7 @@ def test_flownets_train_evaluate_and_infer_from_the_cli(tmp_path, name):
 
 def test_flownet_training_refuses_label_free_modes(tmp_path):
     frames = _write_frames(tmp_path / "frames", translating_frames(2))[0].parent
-    recipe = _write_recipe(tmp_path / "tiny.toml", model="flownets")
+    recipe = write_train_recipe(tmp_path / "tiny.toml", model="flownets")
     result = CliRunner().invoke(cli, ["train", "--mode", "self-supervised", "--frames", f"frames:{frames}",
                                       "--recipe", str(recipe), "--out", str(tmp_path / "run"), "--device", "cpu"])
     assert result.exit_code == 2 and "trains RAFT only" in result.output
