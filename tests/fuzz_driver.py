@@ -23,9 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from dflowgen.data.shard_dataset import ShardDataset
-from dflowgen.data.manifest import MANIFEST_NAME, read_manifest
-from dflowgen.data.shards import SampleBatch, ShardSetHeader, ShardWriter, \
-    record_shard, shard_name, sync_manifest, verify_shards
+from dflowgen.data.manifest import MANIFEST_NAME, read_manifest, record_shard, sync_manifest, verify_shards
+from dflowgen.data.shards import SampleBatch, ShardSetHeader, ShardWriter, shard_name
 from dflowgen.errors import DflowgenError
 from dflowgen.flow.io import read_flo, read_kitti_png, write_flo, write_kitti_png
 from dflowgen.image_limits import PNG_SIGNATURE

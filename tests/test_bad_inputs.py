@@ -57,7 +57,7 @@ def test_bad_device_is_one_line_and_writes_nothing(tmp_path, frames, command, de
 def test_refused_runs_leave_no_output_folder(tmp_path, frames, case):
     out = tmp_path / "runs" / "out"
     args, fragment = {
-        "train-init": (["train", "--mode", "self-supervised", "--frames", frames, "--init", "absent.pth"],
+        "train-init": (["train", "--mode", "self-supervised", "--frames", frames, "--batch-size", "1", "--init", "absent.pth"],
                        "checkpoint not found"),
         "train-teacher": (["train", "--mode", "pseudo-label", "--frames", frames, "--teacher", "absent"],
                           "checkpoint not found"),

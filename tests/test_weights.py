@@ -28,7 +28,7 @@ def test_add_checks_official_sha256_and_resolves(store, shared_data, tmp_path):
     fake.write_bytes(b"not raft")
     with pytest.raises(DflowgenError, match="not the official raft-sintel"):
         store_lib.add_weights("raft-sintel", fake)
-    with pytest.raises(DflowgenError, match="as a RAFT checkpoint"):
+    with pytest.raises(DflowgenError, match="as a flow-network checkpoint"):
         register_weights("mine", fake, "raft")
     assert register_weights("mine", released).model == "raft-small"
     assert [e.name for e in store_lib.list_weights()] == ["mine", "raft-small"]
@@ -123,7 +123,7 @@ def test_add_loads_safely_and_checks_the_architecture(store, tmp_path):
     torch.save(build_raft("raft").state_dict(), full)
     runner = CliRunner()
     for args, fragment in ((["mine", str(pickled)], "not loaded, for safety"),
-                           (["mine", str(noise)], "as a RAFT checkpoint"),
+                           (["mine", str(noise)], "as a flow-network checkpoint"),
                            (["mine", str(full), "--model", "raft-small"], "does not fit raft-small")):
         result = runner.invoke(cli, ["weights", "add", *args])
         lines = result.output.strip().splitlines()
@@ -135,7 +135,7 @@ def test_add_loads_safely_and_checks_the_architecture(store, tmp_path):
 
 @pytest.mark.parametrize("content", [b"\xff\xfe{}", b"[1, 2]", b'{"a": 3}',
                                      b'{"a": {"file": "../x.pth", "sha256": "0"}}',
-                                     b'{"a": {"file": "a.pth", "sha256": "0", "model": "resnet"}}'])
+                                     b'{"a": {"file": "a.pth", "sha256": "0", "model": 3}}'])
 def test_bad_index_is_a_one_line_error(store, content):
     store.mkdir()
     (store / "index.json").write_bytes(content)
