@@ -57,11 +57,12 @@ def atomic_copy(source: Path, target: Path) -> None:
     """Make ``target`` a copy of ``source`` atomically: a hard link where the filesystem allows, else a copy."""
     temp_name = target.with_name(f".{target.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
     try:
-        try:
-            os.link(source, temp_name)
-        except OSError:
-            with open(source, "rb") as reader, atomic_writer(temp_name) as writer:
-                shutil.copyfileobj(reader, writer)
+        os.link(source, temp_name)
+    except OSError:
+        with open(source, "rb") as reader, atomic_writer(target) as writer:
+            shutil.copyfileobj(reader, writer)
+        return
+    try:
         os.replace(temp_name, target)
     except BaseException:
         temp_name.unlink(missing_ok=True)

@@ -1,7 +1,8 @@
 """Batches of a set, ready to store: rendered as drawn, or optimised against proxies first [DFlow].
 
-``generate``, ``search`` and ``reproduce`` all make their samples through :func:`produce_batch`,
-so sample ``i`` of a set is the same whichever of them asks for it.
+``generate`` (and so ``reproduce`` and ``benchmark``) makes every batch through :func:`produce_batch`, and a
+search candidate renders through the same :func:`render_batch`, so sample ``i`` of a recipe is the same
+whichever of them asks for it.
 """
 
 from __future__ import annotations
