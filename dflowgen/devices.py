@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from dflowgen.errors import DflowgenError
+from dflowgen.errors import DflowgenError, option
 
 
 def resolve_device(requested: str | torch.device | None, local_rank: int | None = None) -> torch.device:
@@ -21,12 +21,12 @@ def resolve_device(requested: str | torch.device | None, local_rank: int | None 
     try:
         device = torch.device(requested)
     except (RuntimeError, TypeError):
-        raise DflowgenError(f"--device {requested!r} is not a torch device (use cpu, cuda or cuda:N)") from None
+        raise DflowgenError(f"{option('device', requested)} is not a torch device (use cpu, cuda or cuda:N)") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise DflowgenError(f"--device {requested}: CUDA is not available on this machine")
+            raise DflowgenError(f"{option('device', requested)}: CUDA is not available on this machine")
         if device.index is None:
             device = torch.device("cuda", local_rank if local_rank is not None else torch.cuda.current_device())
     elif device.type != "cpu":
-        raise DflowgenError(f"--device {requested}: only cpu and cuda devices are supported")
+        raise DflowgenError(f"{option('device', requested)}: only cpu and cuda devices are supported")
     return device

@@ -30,7 +30,7 @@ from torch import nn
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from dflowgen.errors import DflowgenError
+from dflowgen.errors import DflowgenError, option
 from dflowgen.flow.metrics import flow_metrics
 from dflowgen.models.inference import model_device, predict_flow
 from dflowgen.models.modes import eval_mode
@@ -155,9 +155,9 @@ class Validation:
         """Check, before training starts, that every source has pairs with ground-truth flow."""
         for source in sources:
             if len(source.dataset) == 0:
-                raise DflowgenError(f"--val {source.name or '?'} has no pairs")
+                raise DflowgenError(f"{option('validation', source.name or '?', flag='--val')} has no pairs")
             if source.dataset[0].flow is None:
-                raise DflowgenError(f"--val {source.name or '?'} has no ground-truth flow: validation needs "
+                raise DflowgenError(f"{option('validation', source.name or '?', flag='--val')} has no ground-truth flow: validation needs "
                                     "labelled data")
         self.sources, self.iters = list(sources), iters
 

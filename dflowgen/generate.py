@@ -28,7 +28,7 @@ from dflowgen.data.sets import ShardSplit, prepare_output, replace_if_other_mix
 from dflowgen.data.shard_check import shard_files
 from dflowgen.data.shards import ShardSetHeader, ShardWriter
 from dflowgen.devices import resolve_device
-from dflowgen.errors import DflowgenError
+from dflowgen.errors import DflowgenError, option
 from dflowgen.fields import flatten_keys, to_dict
 from dflowgen.files import check_output_path
 from dflowgen.recipes import Recipe, parse_recipe, recipe_to_toml, with_overrides
@@ -38,6 +38,18 @@ from dflowgen.optimize.proxies import Proxies, check_target_named, load_proxies
 # with other values of these is resumed, not refused.
 EXECUTION_KEYS = ("name", "generate.batch_size", "generate.preview_count", "train.", "search.", "reproduce.",
                   "benchmark.")
+
+
+def recipe_content(recipe: Recipe) -> dict[str, Any]:
+    """The flattened keys of ``recipe`` that decide its samples: what a finished set is matched on.
+
+    Execution keys are left out, and so are the proxies' file paths (callers match the proxies by
+    their hashes); a random set also ignores every optimiser key.
+    """
+    ignored = (*EXECUTION_KEYS, "optimize.base_weights", "optimize.target_weights")
+    if recipe.generate.mode != "dflow":
+        ignored += ("optimize.",)
+    return {key: value for key, value in flatten_keys(to_dict(recipe)).items() if not key.startswith(ignored)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,7 +138,7 @@ def generate_set(
     calls), or None for the bundled bank; ``device`` defaults to CUDA when available.
     """
     if num_samples < 1:
-        raise DflowgenError(f"--num-samples must be positive, got {num_samples}")
+        raise DflowgenError(f"{option('num_samples')} must be positive, got {num_samples}")
     set_header(recipe, num_samples, asset_fingerprint="")  # the set's bounds, checked before any work
     out = Path(out)
     check_output_path(out)
@@ -197,7 +209,7 @@ def generate_mix(recipes: Sequence[Recipe], num_samples: int, out: str | Path, *
     ``options`` are :func:`generate_set`'s; ``overwrite`` also replaces a different mix.
     """
     if num_samples < len(recipes):
-        raise DflowgenError(f"--num-samples ({num_samples}) must be at least the number of recipes ({len(recipes)})")
+        raise DflowgenError(f"{option('num_samples')} ({num_samples}) must be at least the number of recipes ({len(recipes)})")
     out = Path(out)
     check_output_path(out)
     for recipe in recipes:

@@ -190,7 +190,7 @@ def _corrupt(path: Path) -> Path:
 def test_cli_bad_format_is_a_one_line_error(tmp_path):
     first, second = _write_frames(tmp_path, translating_frames(2))
     result = _infer(str(first), str(second), "--out", str(tmp_path / "out"), "--format", "flo,jpeg")
-    assert result.exit_code == 2 and "--format 'flo,jpeg': choose from flo, png, kitti, viz" in result.output
+    assert result.exit_code == 2 and "--format flo,jpeg: choose from flo, png, kitti, viz" in result.output
 
 
 def test_a_frames_spec_on_a_video_points_to_infer(tmp_path):

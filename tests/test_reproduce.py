@@ -259,7 +259,7 @@ def test_changed_settings_are_refused_not_mixed(finished, micro, monkeypatch):
     out, _, _ = finished
     monkeypatch.setattr(stages, "train", lambda *args, **kwargs: pytest.fail("trained with stale settings"))
     with pytest.raises(DflowgenError, match=r"stage 'train-random-seed0' done with other settings "
-                                            r"\(train\.num_steps: 2 -> 3\); choose another --out"):
+                                            r"\(train\.num_steps: 2 -> 3\); choose another out$"):
         run_reproduction(with_overrides(micro, {"train.num_steps": 3}), out, device="cpu", quiet=True)
 
 
@@ -310,7 +310,7 @@ def test_cli_errors_are_one_line(tmp_path, data):
     assert result.output.count("\n") == 1 and result.output.startswith("dflowgen: error: data root ")
     result = CliRunner().invoke(cli, ["reproduce", "--recipe", str(recipe), "--out", str(tmp_path / "o"),
                                       "--device", "gpu"])
-    assert result.exit_code == 2 and result.output.startswith("dflowgen: error: --device 'gpu'")
+    assert result.exit_code == 2 and result.output.startswith("dflowgen: error: --device gpu")
     result = CliRunner().invoke(cli, ["reproduce", "--recipe", "demo", "--out", str(tmp_path / "o")])
     assert result.exit_code == 2 and result.output == ("dflowgen: error: recipe 'demo' has no [reproduce] table "
                                                        "(bundled: reproduce-mini, reproduce-paper)\n")
@@ -323,3 +323,13 @@ def test_bundled_recipes_name_an_existing_split(name, shared_data, monkeypatch):
     split = SintelSplit.from_config(config, data_root(config))
     assert len(split.held_out) >= 2 and len(split.proxy) >= 4
     assert len(config.seeds) >= 2
+
+
+def test_bookkeeping_changes_keep_finished_stages(finished, micro, monkeypatch):
+    """Logging cadence, checkpoints and workers do not decide a network, so changing them redoes nothing."""
+    out, first, _ = finished
+    monkeypatch.setattr(stages, "train", lambda *args, **kwargs: pytest.fail("a finished stage trained again"))
+    changed = with_overrides(micro, {"train.log_every": 7, "train.checkpoint_every": 9, "train.val_every": 11,
+                                     "reproduce.base.log_every": 3})
+    again = run_reproduction(changed, out, device="cpu", quiet=True)
+    assert again.stages_run == [] and again.table == first.table

@@ -41,17 +41,17 @@ from dflowgen.evaluate import evaluate
 from dflowgen.files import atomic_write_bytes, file_sha256
 from dflowgen.data.statistics import set_statistics
 from dflowgen.files import check_output_path
-from dflowgen.generate import EXECUTION_KEYS, generate_mix, generate_set
+from dflowgen.generate import generate_mix, generate_set, recipe_content
 from dflowgen.reproduce.plots import HISTOGRAM_BINS
 from dflowgen.models.raft import load_raft
 from dflowgen.optimize.proxies import load_proxies
-from dflowgen.fields import flatten_keys, to_dict
+from dflowgen.fields import to_dict
 from dflowgen.recipes import Recipe, load_recipe, parse_recipe, recipe_to_toml, with_overrides
 from dflowgen.reproduce.stages import ExperimentSummary, StageRunner, digest, finish_training, read_log
 from dflowgen.search.report import Candidate, candidates
 from dflowgen.search.storage import quiet_optuna
 from dflowgen.search.run import StudyHandle, load_study, report_study, run_search
-from dflowgen.train.config import TrainConfig
+from dflowgen.train.config import TrainConfig, result_settings
 from dflowgen.train.data import DataSource
 from dflowgen.train.labelfree.target_proxy import make_proxy
 from dflowgen.train.trainer import LOG_NAME
@@ -61,7 +61,6 @@ from dflowgen.weights import resolve_weights
 TARGET_SETS = ("train", "frames", "test")
 SEARCHES = {"supervised": ("search-supervised", "train"), "self-supervised": ("search-selfsup", "frames")}
 """metric → (study folder, the target set it is scored on)."""
-_NOT_CONTENT = (*EXECUTION_KEYS, "optimize.base_weights", "optimize.target_weights")
 
 
 class _Run(StageRunner):
@@ -98,17 +97,11 @@ class _Run(StageRunner):
         super().__init__(out, 2 + len(config.targets) * per_target, echo)
 
 
-def _content(recipe: Recipe) -> dict[str, Any]:
-    """The keys of a recipe that decide its samples (a random set ignores the optimiser's)."""
-    ignored = _NOT_CONTENT if recipe.generate.mode == "dflow" else (*_NOT_CONTENT, "optimize.")
-    return {key: value for key, value in flatten_keys(to_dict(recipe)).items() if not key.startswith(ignored)}
-
-
 def _make_set(run: _Run, name: str, what: str, recipes: list[Recipe], folder: Path, count: int, bank: LayerBank,
               extra: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     """Generate ``count`` samples of one recipe (or a mix of several) into ``folder``; the digest of the stage's
     settings (what the set depends on) and its result."""
-    settings = {"recipes": [_content(recipe) for recipe in recipes], "num_samples": count,
+    settings = {"recipes": [recipe_content(recipe) for recipe in recipes], "num_samples": count,
                 "assets": bank.fingerprint, **extra}
     optimised = recipes[0].generate.mode == "dflow"
 
@@ -133,7 +126,7 @@ def _train(run: _Run, name: str, what: str, config: TrainConfig, source: DataSou
            init: Path | None, settings: dict[str, Any], export: Path | None = None) -> str:
     """Train (or finish) ``run_dir`` as stage ``name``, then export its network to ``export``; the settings' digest."""
     recipe = dataclasses.replace(run.recipe, train=config)
-    settings = {"train": to_dict(config), **settings}
+    settings = {"train": result_settings(config), **settings}
 
     def work() -> dict[str, Any]:
         result = finish_training(run, config, [source], run_dir, init, device=str(run.device), quiet=run.quiet,
@@ -198,7 +191,7 @@ def _proxies(run: _Run, target: str, folders: dict[str, Path], digests: dict[str
                           recipe_text=recipe_to_toml(recipe))
         return {"weights": run.relative(made.path), "steps": made.step}
 
-    run.stage(f"{target}-proxy-label-free", {"train": to_dict(config.label_free_proxy), "base": run.base_digest,
+    run.stage(f"{target}-proxy-label-free", {"train": result_settings(config.label_free_proxy), "base": run.base_digest,
                                              "data": digests["frames"]},
               f"{target}: label-free proxy ({config.label_free_proxy.mode}) from target-frames", work)
     return {"supervised": supervised, "label-free": label_free}
@@ -222,7 +215,7 @@ def _searches(run: _Run, target: str, folders: dict[str, Path], digests: dict[st
                                    for c in candidates_of(folder)]}
 
         settings = {"render": to_dict(recipe.render), "generate": to_dict(recipe.generate),
-                    "search": to_dict(recipe.search), "train": to_dict(recipe.train), "base": run.base_digest,
+                    "search": to_dict(recipe.search), "train": result_settings(recipe.train), "base": run.base_digest,
                     "scored_on": digests[scored_on]}
         run.stage(f"{target}-{folder_name}", settings,
                   f"{target}: search scored by the {metric} metric on target-{scored_on} "

@@ -16,7 +16,7 @@ import warnings
 import click
 
 from dflowgen import __version__
-from dflowgen.errors import DflowgenError
+from dflowgen.errors import DflowgenError, command_line_names
 
 
 # Command name -> (module that registers it, its one-line summary for `dflowgen --help`).
@@ -103,7 +103,8 @@ class _Group(click.Group):
         try:
             with warnings.catch_warnings(record=True) as held:
                 try:
-                    return super().invoke(ctx)
+                    with command_line_names():
+                        return super().invoke(ctx)
                 except DflowgenError as error:
                     failure = error
         finally:

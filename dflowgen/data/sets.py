@@ -25,7 +25,7 @@ from dflowgen.data.manifest import (
 from dflowgen.data.shard_check import read_shard_header, shard_files
 from dflowgen.data.shards import ShardSetHeader, parse_shard_name
 from dflowgen.data.statistics import PLOT_NAME
-from dflowgen.errors import DflowgenError
+from dflowgen.errors import DflowgenError, option
 from dflowgen.files import check_output_path, removed_on_error
 
 Differences = Callable[[ShardSetHeader, ShardSetHeader], list[str]]
@@ -43,7 +43,7 @@ class ShardSplit:
 
     def __post_init__(self) -> None:
         if self.count < 1 or not 0 <= self.index < self.count:
-            raise DflowgenError(f"shard split {self.index} of {self.count}: need 0 <= --shard-index < --num-shards")
+            raise DflowgenError(f"shard split {self.index} of {self.count}: need 0 <= {option('shard_index')} < {option('num_shards')}")
 
     def shards(self, num_shards: int) -> range:
         return range(self.index, num_shards, self.count)
@@ -52,7 +52,7 @@ class ShardSplit:
     def resolve(cls, index: int | None, count: int | None, environ: Mapping[str, str] = os.environ) -> ShardSplit:
         """The split from ``--shard-index/--num-shards``, else torchrun's RANK/WORLD_SIZE, else one process."""
         if (index is None) != (count is None):
-            raise DflowgenError("--shard-index and --num-shards must be given together")
+            raise DflowgenError(f"{option('shard_index')} and {option('num_shards')} must be given together")
         if index is not None:
             return cls(index, count)
         if "RANK" in environ:
@@ -118,11 +118,11 @@ def _replace_if_different(out: Path, header: ShardSetHeader, overwrite: bool, di
         changes = differences(old, header) if old else []
     except DflowgenError as error:
         if not overwrite:
-            raise DflowgenError(f"{error} (pass --overwrite to replace the set in {out})") from None
+            raise DflowgenError(f"{error} (pass {option('overwrite', True)} to replace the set in {out})") from None
         changes = [str(error)]
     if changes and not overwrite:
         shown = "; ".join(changes[:3]) + ("; ..." if len(changes) > 3 else "")
-        raise DflowgenError(f"{out} holds a set made with different settings ({shown}); pass --overwrite to replace it")
+        raise DflowgenError(f"{out} holds a set made with different settings ({shown}); pass {option('overwrite', True)} to replace it")
     if changes:
         remove_set(out)
 
@@ -136,7 +136,7 @@ def replace_if_other_mix(out: Path, parts: Mapping[str, int], overwrite: bool) -
         return
     if not overwrite:
         what = "a single set" if single else f"a mix with other parts ({', '.join(stale)})"
-        raise DflowgenError(f"{out} holds {what}; pass --overwrite to replace it")
+        raise DflowgenError(f"{out} holds {what}; pass {option('overwrite', True)} to replace it")
     if single:
         remove_set(out)
     if single:

@@ -14,7 +14,7 @@ from dflowgen.data.manifest import read_manifest
 from dflowgen.data.shard_check import H5_ERRORS, h5_reason, open_shard, read_shard_header, shard_files
 from dflowgen.files import file_sha256
 from dflowgen.figures import new_figure, save_png
-from dflowgen.errors import DflowgenError
+from dflowgen.errors import DflowgenError, option
 
 PLOT_NAME = "flow-magnitude.png"
 # Magnitudes are first counted in fine bins of this width (pixels), so the histogram
@@ -131,7 +131,7 @@ def set_statistics(folder: str | Path, bins: int = 20, quiet: bool = True) -> Se
     if not folder.is_dir():
         raise DflowgenError(f"shard folder not found: {folder}")
     if bins < 1:
-        raise DflowgenError(f"--bins must be positive, got {bins}")
+        raise DflowgenError(f"{option('bins')} must be positive, got {bins}")
     shards = shard_files(folder)
     if not shards:
         raise DflowgenError(f"no shards (shard-*.h5) in {folder}")
@@ -224,4 +224,4 @@ def plot_histogram(stats: SetStatistics, path: str | Path) -> None:
     try:
         save_png(figure, Path(path))
     except OSError as error:
-        raise DflowgenError(f"cannot write plot {path}: {error.strerror or error} (choose another --plot path)") from None
+        raise DflowgenError(f"cannot write plot {path}: {error.strerror or error} (choose another {option('path', flag='--plot')})") from None

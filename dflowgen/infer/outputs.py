@@ -22,7 +22,7 @@ import av
 import numpy as np
 from PIL import Image
 
-from dflowgen.errors import DflowgenError
+from dflowgen.errors import DflowgenError, option
 from dflowgen.files import atomic_write_bytes, atomic_write_with
 from dflowgen.flow.io import write_flo, write_kitti_png
 from dflowgen.flow.viz import flow_to_color
@@ -39,7 +39,7 @@ def parse_formats(text: str) -> tuple[str, ...]:
     formats = tuple(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
     unknown = [name for name in formats if name not in OUTPUT_FORMATS]
     if unknown or not formats:
-        raise DflowgenError(f"--format {text!r}: choose from {', '.join(OUTPUT_FORMATS)} (comma-separated)")
+        raise DflowgenError(f"{option('formats', text, flag='--format')}: choose from {', '.join(OUTPUT_FORMATS)} (comma-separated)")
     return formats
 
 

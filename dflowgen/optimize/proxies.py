@@ -17,7 +17,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from dflowgen.errors import DflowgenError
+from dflowgen.errors import DflowgenError, option, on_command_line
 from dflowgen.models.modes import freeze
 from dflowgen.models.registry import check_model_name, load_model
 from dflowgen.optimize.config import OptimizeConfig
@@ -57,8 +57,8 @@ def check_target_named(config: OptimizeConfig) -> None:
     """Raise a ``DflowgenError`` when ``config`` names no target proxy (so nothing can be optimised)."""
     if not config.target_weights:
         raise DflowgenError(
-            "the recipe names no target proxy: set optimize.target_weights (a file or a weights-store name) "
-            "or pass --target-ckpt"
+            "the recipe names no target proxy: set optimize.target_weights (a file or a weights-store name)"
+            + (f" or pass {option('target_weights', flag='--target-ckpt')}" if on_command_line() else "")
         )
 
 

@@ -37,16 +37,15 @@ from dflowgen.files import atomic_write_bytes, file_sha256
 from dflowgen.data.sets import existing_header
 from dflowgen.data.statistics import set_statistics
 from dflowgen.files import check_output_path
-from dflowgen.generate import EXECUTION_KEYS, generate_set, header_differences, set_header
+from dflowgen.generate import generate_set, header_differences, recipe_content, set_header
 from dflowgen.models.raft import load_raft
 from dflowgen.optimize.proxies import Proxies, load_proxies
-from dflowgen.fields import flatten_keys, to_dict
 from dflowgen.recipes import Recipe, recipe_to_toml, with_overrides
 from dflowgen.reproduce.data import SintelSplit, data_root, find_weights, flow_magnitudes
 from dflowgen.reproduce.plots import HISTOGRAM_BINS
 from dflowgen.reproduce.report import Report, write_report
 from dflowgen.reproduce.stages import ExperimentSummary, StageRunner, digest, finish_training, read_log
-from dflowgen.train.config import TrainConfig
+from dflowgen.train.config import TrainConfig, result_settings
 from dflowgen.train.data import DataSource
 from dflowgen.train.trainer import LOG_NAME
 from dflowgen.models.registry import export_network
@@ -63,7 +62,6 @@ RECIPE_NAME = "recipe.toml"
 _EFFECT_PROBABILITIES = ("white_balance_prob", "noise_prob", "fog_prob", "blur_prob")
 # Keys of a set's recipe that do not change its samples (how it is run, or other stages' settings);
 # the proxies' paths are replaced by their files' hashes.
-_NOT_CONTENT = (*EXECUTION_KEYS, "optimize.base_weights", "optimize.target_weights")
 
 
 def is_optimised(variant: str) -> bool:
@@ -135,7 +133,7 @@ def _base(run: _Run, bank: LayerBank) -> None:
     set_settings, set_result = _make_set(run, "base set", recipe, run.out / BASE_SET, run.config.base_samples, bank,
                                          proxies=None, settings_extra={})
     config = run.config.base
-    settings = {"train": to_dict(config), "set": digest(set_settings), "init_sha256": run.init_sha256}
+    settings = {"train": result_settings(config), "set": digest(set_settings), "init_sha256": run.init_sha256}
 
     def work() -> dict[str, Any]:
         source = _training_data(run, set_result, set_result["samples"])
@@ -153,7 +151,7 @@ def _base(run: _Run, bank: LayerBank) -> None:
 
 def _proxy_settings(run: _Run) -> dict[str, Any]:
     """What the target proxy depends on: its training settings, the base network, the scenes and their scale."""
-    return {"train": to_dict(run.config.proxy), "base": run.base_digest,
+    return {"train": result_settings(run.config.proxy), "base": run.base_digest,
             "scenes": list(run.config.proxy_scenes), "sintel_scale": run.config.sintel_scale,
             "pairs": len(run.split.proxy)}
 
@@ -176,9 +174,7 @@ def _target_proxy(run: _Run) -> tuple[dict[str, Any], dict[str, Any]]:
 
 def _set_settings(recipe: Recipe, count: int, bank: LayerBank, extra: dict[str, Any]) -> dict[str, Any]:
     """What a set's samples depend on: its recipe's content keys, its size, the layer bank, and ``extra`` (proxies)."""
-    ignored = _NOT_CONTENT if recipe.generate.mode == "dflow" else (*_NOT_CONTENT, "optimize.")
-    content = {key: value for key, value in flatten_keys(to_dict(recipe)).items() if not key.startswith(ignored)}
-    return {"recipe": content, "num_samples": count, "assets": bank.fingerprint, **extra}
+    return {"recipe": recipe_content(recipe), "num_samples": count, "assets": bank.fingerprint, **extra}
 
 
 def _row_set(run: _Run, variant: str, bank: LayerBank, proxy_digest: str,
@@ -230,7 +226,7 @@ def _train_on_set(run: _Run, variant: str, seed: int, set_settings: dict[str, An
     recipe = with_overrides(run.recipe, {"train.seed": seed})
     config = recipe.train
     from_base = run.config.rows_start == "base"
-    settings = {"train": to_dict(config), "set": digest(set_settings), "samples": samples,
+    settings = {"train": result_settings(config), "set": digest(set_settings), "samples": samples,
                 "start": run.base_digest if from_base else "scratch"}
     run_dir = run.out / RUNS_FOLDER / variant / f"seed-{seed}"
 

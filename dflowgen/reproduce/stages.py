@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from dflowgen.errors import DflowgenError
+from dflowgen.errors import DflowgenError, option
 from dflowgen.files import atomic_write_bytes
 from dflowgen.fields import flatten_keys
 from dflowgen.train.checkpoint import LAST_NAME, load_checkpoint
@@ -86,7 +86,7 @@ class StageMarkers:
                                 f"'{name}'") from None
         if stored != plain(settings):
             raise DflowgenError(f"{self.out} holds stage '{name}' done with other settings "
-                                f"({first_difference(stored, plain(settings))}); choose another --out")
+                                f"({first_difference(stored, plain(settings))}); choose another {option('out')}")
         return result
 
     def finish(self, name: str, settings: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:

@@ -38,7 +38,7 @@ from tqdm import tqdm
 from dflowgen import __version__
 from dflowgen.assets import load_layer_bank
 from dflowgen.devices import resolve_device
-from dflowgen.errors import DflowgenError
+from dflowgen.errors import DflowgenError, option
 from dflowgen.files import atomic_write_bytes, removed_on_error
 from dflowgen.models.registry import load_model
 from dflowgen.recipes import Recipe, parse_recipe, recipe_to_toml
@@ -83,7 +83,7 @@ class StudyHandle:
         url = storage or recorded.get("storage") or f"sqlite:///{(folder / STUDY_DB).resolve()}"
         if storage is None and recorded.get("password_hidden"):
             raise DflowgenError(f"the storage of {folder} ({url}) needs a password that is not recorded: "
-                                "give --storage URL")
+                                f"give {option('storage', 'URL')}")
         return cls(folder, url, name or recorded.get("study_name") or folder.resolve().name)
 
     def record(self) -> None:
@@ -133,7 +133,7 @@ def open_search_study(handle: StudyHandle, recipe: Recipe, settings: dict[str, s
     elif stored != settings:
         shown = "; ".join(_differences(stored, settings)[:4])
         raise DflowgenError(f"study '{handle.name}' in {shown_url(handle.storage_url)} was started with other settings "
-                            f"({shown or 'recipe text differs'}); use another --out or --study-name")
+                            f"({shown or 'recipe text differs'}); use another {option('out')} or {option('study_name')}")
     return study
 
 

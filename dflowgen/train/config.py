@@ -11,9 +11,9 @@ label-free mode reads its own sub-table (``[train.selfsup]``, ``[train.pseudo]``
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
-from dflowgen.fields import check_non_negative, check_positive, check_probability, nested
+from dflowgen.fields import check_non_negative, check_positive, check_probability, nested, to_dict
 from dflowgen.losses.selfsup import FB_ALPHA1, FB_ALPHA2, SelfSupervisedLossConfig
 from dflowgen.models.registry import ModelName
 
@@ -262,3 +262,12 @@ BOOKKEEPING_FIELDS = frozenset({"num_workers", "log_every", "checkpoint_every", 
 
 # Settings a resumed run may change: bookkeeping, and the length of the run.
 RESUMABLE_FIELDS = BOOKKEEPING_FIELDS | {"num_steps"}
+
+
+def result_settings(config: TrainConfig) -> dict[str, Any]:
+    """``config`` as a plain dict without its bookkeeping fields: what decides the network a run trains.
+
+    Finished stages (reproduce, benchmark) are matched on this, so a new or changed bookkeeping field
+    (logging cadence, workers, validation) does not void them.
+    """
+    return {key: value for key, value in to_dict(config).items() if key not in BOOKKEEPING_FIELDS}

@@ -23,7 +23,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from dflowgen.data.augment import FlowAugmentor
-from dflowgen.errors import DflowgenError
+from dflowgen.errors import DflowgenError, option
 from dflowgen.seeding import sample_generator, sample_seed
 from dflowgen.train.config import AugmentConfig
 
@@ -74,8 +74,8 @@ class TrainingMix(Dataset):
     def __init__(self, sources: Sequence[DataSource], crop_size: tuple[int, int], augment: AugmentConfig,
                  seed: int, unlabelled: bool = False) -> None:
         if not sources:
-            raise DflowgenError("no training data: give at least one --frames SPEC" if unlabelled
-                                else "no training data: give at least one --data SPEC")
+            named = option("frames", "SPEC") if unlabelled else option("sources", "SPEC", flag="--data")
+            raise DflowgenError(f"no training data: give at least one {named}")
         if unlabelled:
             augment = dataclasses.replace(augment, photometric=False, eraser=False)
         for source in sources:
@@ -105,7 +105,7 @@ class TrainingMix(Dataset):
             pair = pair._replace(flow=None, valid=None)
         elif pair.flow is None:
             raise DflowgenError(f"training pair {pair.name!r} has no ground-truth flow (unlabelled data are for "
-                                "--frames with --mode self-supervised, pseudo-label or distill)")
+                                f"{option('frames')} with {option('mode')} self-supervised, pseudo-label or distill)")
         generator = np.random.default_rng(sample_seed(self.seed, stream_position, "augment"))
         with single_thread():
             return self.augmentors[part](pair, generator)

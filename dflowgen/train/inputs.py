@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from dflowgen.errors import DflowgenError
+from dflowgen.errors import DflowgenError, option
 from dflowgen.fields import flatten_keys, to_dict
 from dflowgen.models.registry import FLOWNET_NAMES
 from dflowgen.train.checkpoint import LAST_NAME
@@ -24,26 +24,26 @@ def check_inputs(config: TrainConfig, sources: Sequence[DataSource], frames: Seq
     """The data and weights a mode needs, as one-line errors that say what to give instead."""
     mode = config.mode
     if mode != "supervised" and config.model in FLOWNET_NAMES:
-        raise DflowgenError(f"--mode {mode} trains RAFT only; train {config.model} with --mode supervised")
+        raise DflowgenError(f"{option('mode', mode)} trains RAFT only; train {config.model} with {option('mode', 'supervised')}")
     if mode == "supervised":
         if frames:
-            raise DflowgenError("--frames is for the label-free modes (--mode self-supervised, pseudo-label or "
-                                "distill); supervised training reads labelled --data")
+            raise DflowgenError(f"{option('frames')} is for the label-free modes ({option('mode')} self-supervised, pseudo-label or "
+                                f"distill); supervised training reads labelled {option('sources', flag='--data')}")
         if teacher is not None:
-            raise DflowgenError("--teacher is used by --mode pseudo-label and distill only")
+            raise DflowgenError(f"{option('teacher')} is used by {option('mode')} pseudo-label and distill only")
         return
     if not frames:
-        raise DflowgenError(f"--mode {mode} learns from unlabelled frames: give --frames SPEC (e.g. frames:my_video/)")
+        raise DflowgenError(f"{option('mode', mode)} learns from unlabelled frames: give {option('frames', 'SPEC')} (e.g. frames:my_video/)")
     for source in frames:
         if len(source.dataset) == 0:
-            raise DflowgenError(f"--frames {source.name or '?'} has no frame pairs")
+            raise DflowgenError(f"{option('frames', source.name or '?')} has no frame pairs")
     if sources and mode != "pseudo-label":
-        raise DflowgenError(f"--mode {mode} learns from --frames alone; labelled --data is mixed in by "
-                            "--mode pseudo-label only")
+        raise DflowgenError(f"{option('mode', mode)} learns from {option('frames')} alone; labelled {option('sources', flag='--data')} "
+                            f"is mixed in by {option('mode', 'pseudo-label')} only")
     if mode == "self-supervised" and teacher is not None:
-        raise DflowgenError("--teacher is used by --mode pseudo-label and distill only")
+        raise DflowgenError(f"{option('teacher')} is used by {option('mode')} pseudo-label and distill only")
     if mode != "self-supervised" and not resume and init is None and teacher is None:
-        raise DflowgenError(f"--mode {mode} needs a teacher: give --teacher CKPT, or --init CKPT "
+        raise DflowgenError(f"{option('mode', mode)} needs a teacher: give {option('teacher', 'CKPT')}, or {option('init', 'CKPT')} "
                             "(the teacher is then the network training starts from)")
 
 
@@ -55,8 +55,8 @@ def prepare_out_dir(out_dir: Path, resume: bool, is_main: bool) -> Path | None:
             raise DflowgenError(f"nothing to resume: {last} does not exist")
         return last
     if last.exists():
-        raise DflowgenError(f"{out_dir} already holds a training run ({last}); pass --resume to continue it "
-                            "or choose another --out")
+        raise DflowgenError(f"{out_dir} already holds a training run ({last}); pass {option('resume', True)} to continue it "
+                            f"or choose another {option('out_dir', flag='--out')}")
     if is_main:
         try:
             out_dir.mkdir(parents=True, exist_ok=True)
@@ -89,12 +89,12 @@ def check_resumable(state: dict[str, Any], config: TrainConfig, sources: Sequenc
     for kind, described in (("sources", sources), ("frames", frames)):
         stored_data = [(d["size"], d["weight"], d["sparse"]) for d in state["data"].get(kind, [])]
         if stored_data != describe_data(described):
-            option = "--data" if kind == "sources" else "--frames"
-            raise DflowgenError(f"cannot resume {path} with different {option}: it was trained on (size, weight, "
+            named = option("sources", flag="--data") if kind == "sources" else option("frames")
+            raise DflowgenError(f"cannot resume {path} with different {named}: it was trained on (size, weight, "
                                 f"sparse) {stored_data}, now {describe_data(described)}")
     done = int(state["step"])
     if done > config.num_steps:
         raise DflowgenError(f"{path} has done {done} steps, more than the {config.num_steps} asked for")
     if not finished_ok and done == config.num_steps:
-        raise DflowgenError(f"{path} already finished all {config.num_steps} steps; --steps N (more than "
-                            f"{done}) extends it")
+        raise DflowgenError(f"{path} already finished all {config.num_steps} steps; {option('num_steps', 'N', flag='--steps')} "
+                            f"(more than {done}) extends it")

@@ -30,7 +30,7 @@ import tomllib
 from pathlib import Path
 
 from dflowgen.bundled import shipped_dirs
-from dflowgen.errors import DflowgenError
+from dflowgen.errors import DflowgenError, option
 from dflowgen.fields import from_dict
 from dflowgen.train.config import TrainConfig
 
@@ -159,5 +159,5 @@ def check_fits(config: TrainConfig, device_type: str, device_index: int | None =
     suggestion = f"recipes that fit: {', '.join(fitting)}" if fitting else "no bundled train-* recipe of this mode fits"
     raise DflowgenError(
         f"this training run needs about {needed / _GIB:.1f} GiB at its peak ({describe(config)}) but "
-        f"{available / _GIB:.1f} GiB are available on {device_type}; {suggestion}; or lower --batch-size or "
+        f"{available / _GIB:.1f} GiB are available on {device_type}; {suggestion}; or lower {option('batch_size')} or "
         f"train.crop_size (set {BUDGET_VARIABLE} to override the available memory)")

@@ -42,7 +42,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from dflowgen import __version__
-from dflowgen.errors import DflowgenError
+from dflowgen.errors import DflowgenError, option
 from dflowgen.fields import to_dict
 from dflowgen.files import removed_on_error
 from dflowgen.models.registry import build_model, load_model
@@ -230,7 +230,7 @@ def train(
     context, torch_device = init_distributed(device)
     try:
         if context.distributed and config.mode != "supervised":
-            raise DflowgenError(f"--mode {config.mode} runs on one process; start it without torchrun")
+            raise DflowgenError(f"{option('mode', config.mode)} runs on one process; start it without torchrun")
         out_dir = Path(out_dir)
         # A run refused after its folder was made (a bad --init or --teacher, say) leaves no folder behind;
         # an interrupted or crashed run keeps its log.
