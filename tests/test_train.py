@@ -35,6 +35,7 @@ from dflowgen.train.checkpoint import (
 from dflowgen.train.config import TrainConfig
 from dflowgen.train.data import DataSource, StepBatches, make_augmentor
 from dflowgen.train.log import EVENTS_NAME
+from dflowgen.train.hooks import TrainHook
 from dflowgen.train.trainer import LOG_NAME, train
 
 TINY = TrainConfig(model="raft-small", num_steps=4, batch_size=2, crop_size=(64, 64), iters=2, lr=4e-4,
@@ -133,6 +134,24 @@ def test_checkpoint_contents_and_use_as_init_and_by_load_raft(tmp_path, pairs):
     with pytest.raises(DflowgenError, match="missing keys"):
         train(dataclasses.replace(config, model="raft"), [DataSource(PairList(pairs))], tmp_path / "wrong",
               init=result.checkpoint, device="cpu", quiet=True)
+
+
+def test_hooks_see_every_step_after_its_log_and_checkpoint(tmp_path, pairs):
+    """A caller's hook runs after the built-in ones: the step's log record and checkpoint are already written."""
+    seen = []
+
+    class Watch(TrainHook):
+        def after_step(self, step, update, lr):
+            logged = [json.loads(line)["step"] for line in (tmp_path / "run" / LOG_NAME).read_text().splitlines()]
+            seen.append((step, update is not None and update["loss"] > 0, lr > 0, logged[-1],
+                         (tmp_path / "run" / step_name(step)).exists()))
+
+        def close(self):
+            seen.append("closed")
+
+    config = dataclasses.replace(TINY, num_steps=3, checkpoint_every=2)
+    train(config, [DataSource(PairList(pairs))], tmp_path / "run", device="cpu", quiet=True, hooks=[Watch()])
+    assert seen == [(1, True, True, 1, False), (2, True, True, 2, True), (3, True, True, 3, True), "closed"]
 
 
 def test_non_finite_steps_are_skipped_counted_and_stop_the_run(tmp_path, pairs, monkeypatch):

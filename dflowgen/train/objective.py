@@ -3,11 +3,14 @@
 The loop (:mod:`dflowgen.train.trainer`) is the same for every mode: it asks the objective
 which network to update this step, for the loss of a batch, whether the data must be
 re-read from some step on (pseudo labels refreshed), and what to add to a checkpoint.
+An objective owns every network it needs besides the one the run trains: a frozen teacher,
+or a partner it trains too (:attr:`Objective.partners`), and saves and restores them itself.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,12 +19,43 @@ from torch import nn
 
 from dflowgen.models.modes import freeze
 from dflowgen.models.raft import build_raft, load_raft
+from dflowgen.train.config import TrainConfig
+from dflowgen.train.schedule import make_optimizer, make_scheduler
+
+
+@dataclass
+class Trainee:
+    """A network being trained, its optimiser and schedule, and what the loop calls (itself, or DDP around it)."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    network: nn.Module
+
+    @classmethod
+    def of(cls, model: nn.Module, config: TrainConfig) -> Trainee:
+        """``model`` with a fresh optimiser and schedule (:meth:`restore` resumes them)."""
+        optimizer = make_optimizer(model, config)
+        return cls(model, optimizer, make_scheduler(optimizer, config), model)
+
+    def state(self) -> dict[str, Any]:
+        """The network, optimiser and schedule as checkpoint data (see :meth:`restore`)."""
+        return {**network_state(self.model), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict()}
+
+    def restore(self, state: dict[str, Any], config: TrainConfig, step: int) -> None:
+        """Load :meth:`state`'s optimiser; the rate is a function of (step, num_steps), so the schedule is rebuilt
+        at ``step`` (it then also follows an extended ``num_steps``)."""
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler = make_scheduler(self.optimizer, config, step)
 
 
 class Objective(ABC):
     """A training mode's loss and hooks; ``metric_keys`` are the log's columns (``loss`` first)."""
 
     metric_keys: tuple[str, ...]
+    partners: tuple[Trainee, ...] = ()
+    """Networks this objective trains besides the run's own (their steps: :meth:`trainee`)."""
 
     @abstractmethod
     def loss(self, model: nn.Module, batch: dict[str, torch.Tensor],
@@ -33,7 +67,7 @@ class Objective(ABC):
         return None
 
     def trainee(self, step: int) -> int:
-        """Which network (0: the one from ``--init``, 1: its partner) step ``step`` updates."""
+        """Which network step ``step`` updates: 0, the run's own; ``k`` ≥ 1, ``partners[k - 1]``."""
         return 0
 
     def segment_end(self, step: int, num_steps: int) -> int:
@@ -45,7 +79,8 @@ class Objective(ABC):
         return None
 
     def state(self) -> dict[str, Any]:
-        """What a checkpoint must hold besides the trained networks to resume this objective."""
+        """What a checkpoint must hold besides the run's own network to resume this objective (its partners
+        included)."""
         return {}
 
 

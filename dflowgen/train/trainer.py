@@ -12,6 +12,8 @@ Modes (``train.mode``): ``supervised`` (the official recipe, sequence loss on ``
 (:mod:`dflowgen.train.labelfree.pseudo_label`) and ``distill`` (:mod:`dflowgen.train.labelfree.distill`), the last
 three learning from unlabelled ``frames``. The label-free modes run on one process.
 
+Around the steps, hooks (:mod:`dflowgen.train.hooks`) keep the log, the progress bar, the
+validation records and the checkpoints; callers add their own with ``hooks``.
 The main process writes ``log.jsonl`` and checkpoints (``step_NNNNNNN.pth`` and
 ``last.pth``, see :mod:`dflowgen.train.checkpoint`) into the output folder. Because the
 data and every random draw of a step are functions of (seed, step) (:mod:`dflowgen.train.data`),
@@ -26,7 +28,6 @@ import contextlib
 import os
 import random
 import re
-import sys
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -39,7 +40,6 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from dflowgen import __version__
 from dflowgen.errors import DflowgenError, option
@@ -52,8 +52,6 @@ from dflowgen.train.checkpoint import (
     capture_rng_state,
     load_checkpoint,
     restore_rng_state,
-    save_checkpoint,
-    step_name,
 )
 from dflowgen.train.config import TrainConfig
 from dflowgen.train.inputs import check_inputs, check_resumable, prepare_out_dir
@@ -62,9 +60,9 @@ from dflowgen.train.labelfree.distill import DistillObjective
 from dflowgen.train.distributed import DistContext, init_distributed, shutdown_distributed
 from dflowgen.train.log import LOG_NAME, IntervalLog, reset_log, trim_log
 from dflowgen.train.memory import check_fits
-from dflowgen.train.objective import Objective, frozen_network, network_from_state, network_state
+from dflowgen.train.hooks import CheckpointHook, LogHook, ProgressHook, TrainHook, ValidationHook
+from dflowgen.train.objective import Objective, Trainee, frozen_network, network_state
 from dflowgen.train.labelfree.pseudo_label import PseudoLabelObjective
-from dflowgen.train.schedule import make_optimizer, make_scheduler
 from dflowgen.train.supervised import SupervisedObjective, apply_update
 from dflowgen.train.labelfree.self_supervised import SelfSupervisedObjective
 from dflowgen.weights import resolve_weights
@@ -80,21 +78,6 @@ class TrainResult:
     nonfinite_steps: int
     last_record: dict[str, Any] | None
     is_main: bool = True
-
-
-@dataclass
-class Trainee:
-    """A network being trained, its optimiser and schedule, and what the loop calls (itself, or DDP around it)."""
-
-    model: nn.Module
-    optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LRScheduler
-    network: nn.Module
-
-    @classmethod
-    def of(cls, model: nn.Module, config: TrainConfig) -> Trainee:
-        optimizer = make_optimizer(model, config)
-        return cls(model, optimizer, make_scheduler(optimizer, config), model)
 
 
 def _user_message(error: DflowgenError) -> str:
@@ -127,32 +110,14 @@ def _build_model(config: TrainConfig, init: str | Path | None, device: torch.dev
     return model
 
 
-def _trainable(model: nn.Module, config: TrainConfig) -> nn.Module:
-    model.requires_grad_(True).train()
-    if config.freeze_bn:
-        model.freeze_bn()
-    return model
-
-
-class _FixedTeacherDistill(DistillObjective):
-    """Distillation from a frozen teacher, which checkpoints hold (a resumed run needs no ``--teacher``)."""
-
-    def __init__(self, config: TrainConfig, student: nn.Module, teacher: nn.Module, device: torch.device) -> None:
-        super().__init__(config, [student, teacher], device)
-        self.teacher_state = network_state(teacher)
-
-    def state(self) -> dict[str, Any]:
-        return {"teacher": self.teacher_state}
-
-
-def _setup_mode(config: TrainConfig, trainees: list[Trainee], sources: Sequence[DataSource],
+def _setup_mode(config: TrainConfig, student: nn.Module, sources: Sequence[DataSource],
                 frames: Sequence[DataSource], init: str | Path | None, teacher: str | Path | None,
                 state: dict[str, Any] | None, device: torch.device, progress: bool) -> tuple[Objective, TrainingMix]:
-    """The mode's objective and training data; a partner network joins ``trainees`` for back-and-forth distillation.
+    """The mode's objective (owning any teacher or partner network) and its training data.
 
     The teacher is ``teacher``, else ``init``; a resumed run takes it from the checkpoint ``state``.
     """
-    mode, student, bf16 = config.mode, trainees[0].model, _bf16(config, device)
+    mode, bf16 = config.mode, _bf16(config, device)
     if mode == "supervised":
         return SupervisedObjective(config, device), TrainingMix(sources, config.crop_size, config.augment, config.seed)
     if mode == "self-supervised":
@@ -165,17 +130,7 @@ def _setup_mode(config: TrainConfig, trainees: list[Trainee], sources: Sequence[
         labeller = state["teacher"] if state is not None else network_state(load_teacher())
         objective = PseudoLabelObjective(config, student, frames, labeller, device, progress)
         return objective, TrainingMix([*objective.sources, *sources], config.crop_size, config.augment, config.seed)
-    if config.distill.swap_every == 0:
-        fixed = network_from_state(state["teacher"], device, bf16).eval() if state is not None else load_teacher()
-        return _FixedTeacherDistill(config, student, fixed, device), _frames_mix(config, frames)
-    if state is not None:
-        partner = Trainee.of(_trainable(network_from_state(state["partner"], device, bf16), config), config)
-        partner.optimizer.load_state_dict(state["partner"]["optimizer"])
-        partner.scheduler = make_scheduler(partner.optimizer, config, int(state["step"]))
-    else:
-        partner = Trainee.of(_trainable(load_teacher(), config), config)
-    trainees.append(partner)
-    return DistillObjective(config, [student, partner.model], device), _frames_mix(config, frames)
+    return DistillObjective.create(config, student, load_teacher, state, device, bf16), _frames_mix(config, frames)
 
 
 def _frames_mix(config: TrainConfig, frames: Sequence[DataSource]) -> TrainingMix:
@@ -196,6 +151,7 @@ def train(
     quiet: bool = False,
     recipe_text: str = "",
     validation: Callable[[nn.Module, torch.device], list[dict[str, Any]]] | None = None,
+    hooks: Sequence[TrainHook] = (),
 ) -> TrainResult:
     """Train RAFT as ``config`` says (``config.mode``), writing checkpoints and the log into ``out_dir``.
 
@@ -217,6 +173,8 @@ def train(
         validation: measures the network every ``val_every`` steps and after the last (e.g.
             :class:`dflowgen.evaluate.Validation`); its records go to the log as ``event: "val"``;
             main process only.
+        hooks: more :class:`~dflowgen.train.hooks.TrainHook` s, called after every step (main process only),
+            after the log, validation and checkpoint of the step.
 
     Under torchrun (``WORLD_SIZE`` > 1) every process calls this; ``config.batch_size`` is the
     global batch and only rank 0 writes files. Only supervised training runs on several processes.
@@ -237,7 +195,7 @@ def train(
         cleanup = removed_on_error(out_dir, (DflowgenError,), keep=lambda: (out_dir / LAST_NAME).exists())
         with cleanup if context.is_main else contextlib.nullcontext():
             return _train(config, list(sources), list(frames), out_dir, init, teacher, resume, context,
-                          torch_device, quiet, recipe_text, validation)
+                          torch_device, quiet, recipe_text, validation, list(hooks))
     finally:
         if owns_group:
             shutdown_distributed()
@@ -246,7 +204,8 @@ def train(
 def _train(config: TrainConfig, sources: list[DataSource], frames: list[DataSource], out_dir: Path,
            init: str | Path | None, teacher: str | Path | None, resume: bool, context: DistContext,
            device: torch.device, quiet: bool, recipe_text: str,
-           validation: Callable[[nn.Module, torch.device], list[dict[str, Any]]] | None) -> TrainResult:
+           validation: Callable[[nn.Module, torch.device], list[dict[str, Any]]] | None,
+           hooks: list[TrainHook]) -> TrainResult:
     local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
     check_fits(config, device.type, device.index, context.world_size, local_processes)
     resume_from = prepare_out_dir(out_dir, resume, context.is_main)
@@ -257,17 +216,15 @@ def _train(config: TrainConfig, sources: list[DataSource], frames: list[DataSour
 
     _seed_everything(config.seed)
     model = _build_model(config, init if state is None else None, device)
-    trainees = [Trainee.of(model, config)]
     show_progress = not quiet and context.is_main
-    objective, mix = _setup_mode(config, trainees, sources, frames, init, teacher, state, device, show_progress)
+    objective, mix = _setup_mode(config, model, sources, frames, init, teacher, state, device, show_progress)
+    trainees = [Trainee.of(model, config), *objective.partners]
 
     start_step, nonfinite_total, init_record = 0, 0, str(init) if init is not None else ""
     if state is not None:
         model.load_state_dict(state["model"])
         start_step, nonfinite_total, init_record = int(state["step"]), int(state["nonfinite_steps"]), state["init"]
-        trainees[0].optimizer.load_state_dict(state["optimizer"])
-        # The rate is a function of (step, num_steps): rebuilt, it also follows an extended num_steps.
-        trainees[0].scheduler = make_scheduler(trainees[0].optimizer, config, start_step)
+        trainees[0].restore(state, config, start_step)
         if context.is_main:
             trim_log(out_dir / LOG_NAME, start_step)
     elif context.is_main:
@@ -282,11 +239,6 @@ def _train(config: TrainConfig, sources: list[DataSource], frames: list[DataSour
         restore_rng_state(state["rng"])
 
     def checkpoint_state(step: int) -> dict[str, Any]:
-        extra: dict[str, Any] = dict(objective.state())
-        if len(trainees) > 1:
-            partner = trainees[1]
-            extra["partner"] = {**network_state(partner.model), "optimizer": partner.optimizer.state_dict(),
-                                "scheduler": partner.scheduler.state_dict()}
         return {
             "model_name": config.model,
             "model": model.state_dict(),
@@ -303,17 +255,46 @@ def _train(config: TrainConfig, sources: list[DataSource], frames: list[DataSour
             "nonfinite_steps": log.total_nonfinite,
             "init": init_record,
             "dflowgen_version": __version__,
-            **extra,
+            **objective.state(),
         }
 
     if context.distributed:
         device_ids = [device.index] if device.type == "cuda" else None
         trainees[0].network = DistributedDataParallel(model, device_ids=device_ids)
 
-    step, consecutive_nonfinite, record = start_step, 0, None
-    last_checkpoint = resume_from
-    progress = tqdm(total=config.num_steps, initial=start_step, desc=f"train ({config.mode})", unit="step",
-                    dynamic_ncols=True, disable=not show_progress or not sys.stderr.isatty())
+    progress = ProgressHook(config.num_steps, start_step, f"train ({config.mode})", show_progress)
+    logger = LogHook(log, config.log_every, config.num_steps, progress)
+    checkpoints = CheckpointHook(checkpoint_state, out_dir, config.checkpoint_every, config.num_steps,
+                                 writes=context.is_main, last=resume_from)
+    every_step: list[TrainHook] = [logger, progress, _ObjectiveEvents(objective, log)]
+    if validation is not None and context.is_main:
+        every_step.append(ValidationHook(validation, model, device, config.val_every, config.num_steps, log))
+    every_step += [checkpoints, *(hooks if context.is_main else ())]
+    step = _run_steps(config, trainees, objective, mix, start_step, every_step, context, device, log, checkpoints)
+    return TrainResult(step=step, checkpoint=checkpoints.last, nonfinite_steps=log.total_nonfinite,
+                       last_record=logger.record, is_main=context.is_main)
+
+
+class _ObjectiveEvents(TrainHook):
+    """The objective's work after a step (a pseudo-label refresh, say), with its event in the log."""
+
+    def __init__(self, objective: Objective, log: IntervalLog) -> None:
+        self.objective, self.log = objective, log
+
+    def after_step(self, step: int, update: dict[str, float] | None, lr: float) -> None:
+        event = self.objective.after_step(step)
+        if event is not None:
+            self.log.note(step, **event)
+
+
+def _run_steps(config: TrainConfig, trainees: list[Trainee], objective: Objective, mix: TrainingMix, step: int,
+               hooks: list[TrainHook], context: DistContext, device: torch.device, log: IntervalLog,
+               checkpoints: CheckpointHook) -> int:
+    """Steps from ``step`` to ``config.num_steps``, each followed by ``hooks``; the step reached.
+
+    ``max_nonfinite`` skipped steps in a row stop the run (the log records the stop; no checkpoint is written).
+    """
+    consecutive_nonfinite = 0
     try:
         while step < config.num_steps:
             # A new loader whenever the data change (refreshed pseudo labels): workers hold copies of the mix.
@@ -335,36 +316,20 @@ def _train(config: TrainConfig, sources: list[DataSource], frames: list[DataSour
                     for each in trainees:
                         each.scheduler.step()
                 step += 1
-                log.add(update)
-                progress.update(1)
-                consecutive_nonfinite = consecutive_nonfinite + 1 if update is None else 0
                 lr = trainees[0].scheduler.get_last_lr()[0]
+                consecutive_nonfinite = consecutive_nonfinite + 1 if update is None else 0
                 if consecutive_nonfinite >= config.max_nonfinite:
+                    log.add(update)
                     log.flush(step, lr)
                     raise DflowgenError(
                         f"training stopped at step {step}: {consecutive_nonfinite} non-finite losses or gradients in "
                         f"a row (corrupt data or a learning rate too high?); last good checkpoint: "
-                        f"{last_checkpoint or 'none'}")
-                if step % config.log_every == 0 or step == config.num_steps:
-                    record = log.flush(step, lr) or record
-                    if record is not None and record["loss"] is not None:
-                        shown = {"loss": f"{record['loss']:.3f}"}
-                        if record.get("epe") is not None:
-                            shown["epe"] = f"{record['epe']:.3f}"
-                        progress.set_postfix(shown)
-                event = objective.after_step(step)
-                if event is not None:
-                    log.note(step, **event)
-                if validation and context.is_main and (step % config.val_every == 0 or step == config.num_steps):
-                    for measured in validation(model, device):
-                        log.note(step, "val", **measured)
-                if step % config.checkpoint_every == 0 or step == config.num_steps:
-                    if context.is_main:
-                        save_checkpoint(checkpoint_state(step), out_dir)
-                    last_checkpoint = out_dir / step_name(step)
+                        f"{checkpoints.last or 'none'}")
+                for hook in hooks:
+                    hook.after_step(step, update, lr)
     except DflowgenError as error:
         raise DflowgenError(_user_message(error)) from None
     finally:
-        progress.close()
-    return TrainResult(step=step, checkpoint=last_checkpoint, nonfinite_steps=log.total_nonfinite, last_record=record,
-                       is_main=context.is_main)
+        for hook in hooks:
+            hook.close()
+    return step

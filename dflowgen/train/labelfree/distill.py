@@ -12,7 +12,8 @@ steps, so knowledge goes back and forth.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -21,25 +22,50 @@ from dflowgen.losses.sequence import sequence_loss
 from dflowgen.seeding import sample_generator
 from dflowgen.train.config import TrainConfig
 from dflowgen.models.modes import eval_mode
-from dflowgen.train.objective import Objective
+from dflowgen.train.objective import Objective, Trainee, network_from_state, network_state
 from dflowgen.train.labelfree.pseudo_label import consistency_mask
 from dflowgen.train.labelfree.self_supervised import photometric_terms
 from dflowgen.train.labelfree.strong_augment import strong_augment
 
 
 class DistillObjective(Objective):
-    """``--mode distill``: ``networks[0]`` is the student from ``--init``, ``networks[1]`` the teacher.
+    """``--mode distill``: the run's network is the student; the objective owns its teacher.
 
-    With ``distill.swap_every`` = 0 the teacher is fixed (frozen); otherwise both train, each in
-    its phase, and the other one teaches.
+    With ``distill.swap_every`` = 0 the teacher is fixed (frozen, and saved in checkpoints so a
+    resumed run needs no ``teacher``); otherwise it is a partner that trains too, each network in
+    its phase while the other one teaches.
     """
 
     metric_keys = ("loss", "distill", "census", "smooth2", "confident", "epe")
 
-    def __init__(self, config: TrainConfig, networks: Sequence[nn.Module], device: torch.device) -> None:
-        if len(networks) != 2:
-            raise ValueError(f"distillation needs a student and a teacher, got {len(networks)} networks")
-        self.config, self.networks, self.device = config, list(networks), device
+    def __init__(self, config: TrainConfig, student: nn.Module, teacher: nn.Module | Trainee,
+                 device: torch.device) -> None:
+        self.config, self.device = config, device
+        if isinstance(teacher, Trainee):
+            self.partners = (teacher,)
+            self.networks = [student, teacher.model]
+        else:
+            self.networks = [student, teacher]
+
+    @classmethod
+    def create(cls, config: TrainConfig, student: nn.Module, load_teacher: Callable[[], nn.Module],
+               state: dict[str, Any] | None, device: torch.device, mixed_precision: bool) -> DistillObjective:
+        """The objective of a fresh run (teacher from ``load_teacher()``) or of a resumed one (from its
+        checkpoint ``state``)."""
+        if config.distill.swap_every == 0:
+            if state is None:
+                return cls(config, student, load_teacher(), device)
+            return cls(config, student, network_from_state(state["teacher"], device, mixed_precision).eval(), device)
+        if state is None:
+            return cls(config, student, Trainee.of(_trainable(load_teacher(), config), config), device)
+        partner = Trainee.of(_trainable(network_from_state(state["partner"], device, mixed_precision), config), config)
+        partner.restore(state["partner"], config, int(state["step"]))
+        return cls(config, student, partner, device)
+
+    def state(self) -> dict[str, Any]:
+        if self.partners:
+            return {"partner": self.partners[0].state()}
+        return {"teacher": network_state(self.networks[1])}
 
     def trainee(self, step: int) -> int:
         every = self.config.distill.swap_every
@@ -79,3 +105,11 @@ class DistillObjective(Objective):
         return total, {"distill": supervised.detach(), "census": terms["census"].detach(),
                        "smooth2": terms["smooth2"].detach(), "confident": 100.0 * valid.mean(),
                        "epe": metrics["epe"]}
+
+
+def _trainable(model: nn.Module, config: TrainConfig) -> nn.Module:
+    """``model`` ready to train as the run's own network is (gradients on, training mode, BN frozen if asked)."""
+    model.requires_grad_(True).train()
+    if config.freeze_bn:
+        model.freeze_bn()
+    return model
