@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 # 2 threads is the size of the machines this project is tested on; override for bigger ones.
 export OMP_NUM_THREADS ?= 2
 
-.PHONY: install test test-slow demo bench reproduce-table benchmark clean
+.PHONY: install test test-slow demo bench bench-gpu reproduce-table benchmark clean
 
 install: $(STAMP)
 
@@ -33,8 +33,13 @@ demo: install
 bench: install
 	$(PY) bench/render.py
 	$(PY) bench/train_step.py $(if $(OFFICIAL),--official $(OFFICIAL))
-	$(PY) bench/optimize.py
+	$(PY) bench/optimize.py --recipe reproduce-mini
 	$(PY) bench/search.py
+	$(PY) bench/infer_speed.py
+
+# On a CUDA machine: the CUDA/bf16 correctness checks and the GPU figures, within 8 minutes (log in results/gpu/).
+bench-gpu: install
+	PYTHON=$(PY) bash bench/gpu.sh
 
 # The papers' key comparisons at a size this hardware runs (SCALE=mini: at most 90 minutes on 2 idle CPU cores;
 # SCALE=paper: the paper's sizes, a GPU job). Every stage resumes; rerunning skips what is done.

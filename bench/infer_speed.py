@@ -12,7 +12,6 @@ warm-up pair. Prints the load average before and after, since the machine may be
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import time
 
@@ -21,6 +20,7 @@ import torch
 
 from dflowgen.infer import estimate_pairs
 from dflowgen.models.registry import MODEL_NAMES, build_model
+from machine import load, peak_rss_mib  # bench/machine.py, beside this script
 
 
 def seconds_per_pair(model_name: str, size: tuple[int, int], iters: int, repeats: int, device: str) -> list[float]:
@@ -51,16 +51,15 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", choices=MODEL_NAMES, default=["raft", "raft-small", "flownets"])
     options = parser.parse_args()
     torch.set_num_threads(options.threads)
-    load = "load average {:.2f} {:.2f} {:.2f}"
     height, width = options.size
     print(f"device {options.device}, {options.threads} threads, {width}×{height}, {options.iters} iterations "
-          f"(RAFT), median of {options.repeats} pairs after a warm-up; " + load.format(*os.getloadavg()))
+          f"(RAFT), median of {options.repeats} pairs after a warm-up; " + load())
     for model_name in options.models:
         times = seconds_per_pair(model_name, options.size, options.iters, options.repeats, options.device)
         median = statistics.median(times)
         print(f"{model_name:<10} {1 / median:6.3f} pairs/s (median {median:.2f} s per pair, "
               f"fastest {min(times):.2f} s)", flush=True)
-    print(load.format(*os.getloadavg()))
+    print(f"{load()}; peak RSS {peak_rss_mib():.0f} MiB")
 
 
 if __name__ == "__main__":

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
-import os
-import resource
 import statistics
 import time
 
 import torch
 
 from dflowgen.models.raft import CORR_KINDS, MODEL_NAMES, build_raft
+from machine import load, peak_rss_mib  # bench/machine.py, beside this script
 from official import check_core, official_raft  # bench/official.py, beside this script
 
 
@@ -57,7 +56,7 @@ def measure(model_name: str, iters: int, options: dict) -> dict[str, float]:
                 _synchronize(device)
                 if run:  # the first run warms up allocator and kernels
                     times[prefix].append(time.perf_counter() - start)
-    result = {"peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}  # Linux reports KiB
+    result = {"peak_rss_mib": peak_rss_mib()}
     for prefix, values in times.items():
         result.update({f"{prefix}seconds": statistics.median(values), f"{prefix}fastest": min(values)})
     if device.type == "cuda":
@@ -87,10 +86,9 @@ def main() -> None:
     options = vars(parser.parse_args())
     check_core(options["official"])
     height, width = options["size"]
-    load = "load average {:.2f} {:.2f} {:.2f}"
     print(f"device {options['device']}, {options['threads']} threads, {height}×{width}, corr {options['corr']}, "
           f"mixed precision {options['mixed_precision']}, median of {options['repeats']} after a warm-up; "
-          + load.format(*os.getloadavg()))
+          + load())
     context = multiprocessing.get_context("spawn")
     for model_name in options["models"]:
         for iters in options["iters"]:
@@ -102,7 +100,7 @@ def main() -> None:
                 f"peak RSS {result['peak_rss_mib']:.0f} MiB{extra}" + official_summary(result)
             )
             print(f"{model_name:<10} {iters:>2} iters: {summary}", flush=True)
-    print(load.format(*os.getloadavg()))
+    print(load())
 
 
 if __name__ == "__main__":

@@ -3,6 +3,10 @@
     python bench/optimize.py                                   # 320×256, two RAFT-small proxies, 2 threads, CPU
     python bench/optimize.py --device cuda --size 512x384 --model raft --batch 8 --bf16
     python bench/optimize.py --device cuda --size 512x384 --model raft --find-batch
+    python bench/optimize.py --recipe reproduce-mini                   # a recipe's size, proxies, copies, batch
+
+With ``--recipe``, the render and optimiser settings and the batch are the recipe's (``--size``,
+``--model``, ``--batch``, ``--copies``, ``--iters`` and ``--recipe-updates`` are then ignored).
 
 Runs ``optimize_batch`` for a few updates on ``--batch`` samples with ``--copies`` augmented
 copies each, times every update, and extrapolates to the recipe's number of updates:
@@ -10,12 +14,14 @@ seconds per optimised sample and samples per hour. The proxies are randomly init
 (their weights do not change the cost) unless ``--base``/``--target`` name checkpoints.
 It also times one forward+backward of the renderer and of the copies on the same batch,
 and prints their share of an update (goal for the renderer: at most 10%).
-``--find-batch`` (CUDA) doubles the batch until it no longer fits and reports each size.
+``--find-batch`` (CUDA) doubles the batch until it no longer fits (or exceeds ``--max-batch``) and
+reports each size.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import time
 from collections.abc import Callable
@@ -30,8 +36,10 @@ from dflowgen.optimize.config import OptimizeConfig
 from dflowgen.optimize.loop import optimize_batch
 from dflowgen.models.modes import freeze
 from dflowgen.optimize.proxies import Proxies, load_proxy
+from dflowgen.recipes import load_recipe
 from dflowgen.render import RenderConfig, render, sample_params
 from dflowgen.seeding import sample_generator
+from machine import load, peak_rss_mib  # bench/machine.py, beside this script
 
 
 def synchronize(device: torch.device) -> None:
@@ -115,25 +123,36 @@ def main() -> None:
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast for the proxies (CUDA only)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--find-batch", action="store_true", help="double the batch until it does not fit (CUDA)")
+    parser.add_argument("--max-batch", type=int, help="largest batch --find-batch tries (default: until out of memory)")
+    parser.add_argument("--recipe", help="take the render and optimiser settings and the batch from this recipe")
     args = parser.parse_args()
     if args.find_batch and args.device == "cpu":
         parser.error("--find-batch needs a CUDA device")
+    if args.recipe:
+        recipe = load_recipe(args.recipe)
+        args.size = f"{recipe.render.width}x{recipe.render.height}"
+        args.model, args.batch = recipe.optimize.base_model, recipe.generate.batch_size
+        args.copies, args.iters, args.recipe_updates = (recipe.optimize.copies, recipe.optimize.proxy_iters,
+                                                        recipe.optimize.updates)
 
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     width, height = parse_size(args.size)
-    # The paper's 512×384 ranges in pixels, scaled to this size (like recipes/demo.toml).
-    scale = width / 512
-    render_config = RenderConfig(width=width, height=height, canvas_margin=round(100 * scale))
-    config = OptimizeConfig(
-        base_model=args.model, target_model=args.model, proxy_iters=args.iters, copies=args.copies,
-        updates=args.updates, mixed_precision=args.bf16,
-    )
+    if args.recipe:
+        render_config = recipe.render
+        config = dataclasses.replace(recipe.optimize, updates=args.updates, mixed_precision=args.bf16)
+    else:
+        # The paper's 512×384 ranges in pixels, scaled to this size (like recipes/demo.toml).
+        render_config = RenderConfig(width=width, height=height, canvas_margin=round(100 * width / 512))
+        config = OptimizeConfig(
+            base_model=args.model, target_model=args.model, proxy_iters=args.iters, copies=args.copies,
+            updates=args.updates, mixed_precision=args.bf16,
+        )
     bank = load_layer_bank(size=render_config.canvas_size).to(device)
     proxies = make_proxies(args, device)
     print(
-        f"{width}×{height}, proxies 2 × {args.model} ({args.iters} iters{', bf16' if args.bf16 else ''}), "
-        f"{args.copies} copies, {device}, {args.threads} threads; timing {args.updates} updates"
+        f"{args.recipe + ': ' if args.recipe else ''}{width}×{height}, proxies 2 × {args.model} ({args.iters} iters{', bf16' if args.bf16 else ''}), "
+        f"{args.copies} copies, {device}, {args.threads} threads; timing {args.updates} updates; {load()}"
     )
 
     steady = report(args, args.batch, *time_updates(args, args.batch, device, render_config, config, bank, proxies),
@@ -159,12 +178,13 @@ def main() -> None:
     copies_seconds = median_seconds(copies_step, args.repeats, device) - render_forward
     print(f"renderer forward+backward {render_seconds:.3f} s = {100 * render_seconds / steady:.1f}% of an update "
           f"(goal <= 10%); copies forward+backward {copies_seconds:.3f} s = {100 * copies_seconds / steady:.1f}%")
+    print(f"peak RSS {peak_rss_mib():.0f} MiB; {load()}")
     if device.type == "cuda":
         print(f"peak CUDA memory {torch.cuda.max_memory_allocated(device) / 2**30:.1f} GiB")
 
     if args.find_batch:
         batch = args.batch * 2
-        while True:
+        while args.max_batch is None or batch <= args.max_batch:
             torch.cuda.empty_cache()
             try:
                 report(args, batch, *time_updates(args, batch, device, render_config, config, bank, proxies),
@@ -173,6 +193,8 @@ def main() -> None:
                 print(f"batch {batch}: out of memory")
                 break
             batch *= 2
+        else:
+            print(f"batch {batch}: not tried (--max-batch {args.max_batch})")
 
 
 if __name__ == "__main__":

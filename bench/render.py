@@ -14,7 +14,6 @@ sharing the machine.
 from __future__ import annotations
 
 import argparse
-import resource
 import statistics
 import time
 from collections.abc import Callable
@@ -24,6 +23,7 @@ import torch
 from dflowgen.assets import load_layer_bank
 from dflowgen.models.raft import build_raft
 from dflowgen.render import RenderConfig, render, sample_params
+from machine import load, peak_rss_mib  # bench/machine.py, beside this script
 
 
 def timed(step: Callable[[], object], repeats: int, device: torch.device) -> tuple[float, float]:
@@ -59,7 +59,8 @@ def main() -> None:
     config = RenderConfig(width=args.width, height=args.height, num_layers=(args.layers, args.layers))
     bank = load_layer_bank(size=config.canvas_size).to(device)
     params = sample_params(config, bank, seed=0, indices=range(args.batch)).to(device)
-    print(f"batch {args.batch}, {args.width}×{args.height}, {args.layers}+1 layers, {args.threads} threads, {device}")
+    print(f"batch {args.batch}, {args.width}×{args.height}, {args.layers}+1 layers, {args.threads} threads, {device}; "
+          f"{load()}")
 
     with torch.no_grad():
         forward = timed(lambda: render(params, bank, config), args.repeats, device)
@@ -89,8 +90,7 @@ def main() -> None:
     print(f"raft-small forward+backward ({args.iters} iters)  {proxy[0]:6.3f} s wall  {proxy[1]:6.3f} s CPU per batch")
     wall_ratio, cpu_ratio = backward[0] / proxy[0], backward[1] / proxy[1]
     print(f"ratio render/raft-small (forward+backward): {wall_ratio:.3f} wall, {cpu_ratio:.3f} CPU  (goal <= 0.10)")
-    peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"peak RSS {peak_rss:.0f} MiB (whole process, RAFT included)")
+    print(f"peak RSS {peak_rss_mib():.0f} MiB (whole process, RAFT included); {load()}")
     if device.type == "cuda":
         print(f"peak CUDA memory {torch.cuda.max_memory_allocated(device) / 2**20:.0f} MiB")
 

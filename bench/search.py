@@ -38,6 +38,7 @@ from dflowgen.search.candidate import render_set, score_candidate
 from dflowgen.search.target import load_target, score_model
 from dflowgen.train.data import DataSource
 from dflowgen.train.trainer import LOG_NAME, train
+from machine import load, peak_rss_mib  # bench/machine.py, beside this script
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 SHARED_FRAMES = SHARED_DATA / "sintel-unlabeled" / "training" / "final" / "demo"
@@ -151,9 +152,10 @@ def main() -> None:
         target = args.target or (f"frames:{SHARED_FRAMES}" if SHARED_FRAMES.is_dir()
                                  else synthetic_frames(Path(scratch) / "frames", 4, 1024, 436))
         print(f"device {device}, {args.threads} threads; tiny target: 32×32 synthetic frames; "
-              f"realistic target: {target}")
+              f"realistic target: {target}; {load()}")
         bench_whole("search-tiny", tiny_target, args.repeats, device)
         bench_staged(args.recipe, target, device, args.render_samples, args.train_steps, args.score_pairs)
+        print(f"peak RSS {peak_rss_mib():.0f} MiB; {load()}")
 
 
 if __name__ == "__main__":

@@ -18,14 +18,13 @@ parallel region waits for the thread that was descheduled), so compare figures t
     python bench/train_step.py                 # CPU, 2 threads
     python bench/train_step.py --official ~/src/RAFT/core
     python bench/train_step.py --device cuda
+    python bench/train_step.py --device cuda --mixed-precision     # ours under bf16 autocast
 """
 
 from __future__ import annotations
 
 import argparse
 import multiprocessing
-import os
-import resource
 import statistics
 import time
 
@@ -40,6 +39,7 @@ from dflowgen.train.data import DataSource, TrainingMix
 from dflowgen.train.schedule import make_optimizer
 from dflowgen.train.supervised import train_step
 from official import check_core, official_raft  # bench/official.py, beside this script
+from machine import load, peak_rss_mib  # bench/machine.py, beside this script
 
 
 def _synchronize(device: torch.device) -> None:
@@ -67,22 +67,16 @@ def _timed(functions: dict[str, object], repeats: int, device: torch.device) -> 
     return result
 
 
-def _load() -> str:
-    return "load average {:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
-
-
-def _peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def measure_step(model_name: str, options: dict) -> dict[str, float]:
     """Seconds per training step through the trainer and bare, and the peak memory."""
     torch.set_num_threads(options["threads"])
     device = torch.device(options["device"])
     height, width = options["size"]
-    config = TrainConfig(model=model_name, batch_size=options["batch"], crop_size=(height, width), iters=options["iters"])
+    config = TrainConfig(model=model_name, batch_size=options["batch"], crop_size=(height, width), iters=options["iters"],
+                         mixed_precision=options["mixed_precision"])
     torch.manual_seed(0)
-    model = build_raft(model_name).to(device).train()
+    # As the trainer builds it: bf16 autocast only on CUDA.
+    model = build_raft(model_name, mixed_precision=config.mixed_precision and device.type == "cuda").to(device).train()
     optimizer = make_optimizer(model, config)
     image1 = torch.rand(config.batch_size, 3, height, width, generator=torch.Generator().manual_seed(0)) * 255
     batch = {"img1": image1, "img2": torch.roll(image1, shifts=(3, -5), dims=(2, 3)),
@@ -103,7 +97,7 @@ def measure_step(model_name: str, options: dict) -> dict[str, float]:
         official_optimizer = make_optimizer(official, config)
         functions["official_step"] = lambda: bare_step(official, official_optimizer)
     result = _timed(functions, options["repeats"], device)
-    result["peak_rss_mib"] = _peak_rss_mib()
+    result["peak_rss_mib"] = peak_rss_mib()
     if device.type == "cuda":
         result["peak_cuda_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
     return result
@@ -138,11 +132,15 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", choices=MODEL_NAMES, default=list(MODEL_NAMES))
     parser.add_argument("--no-inference", dest="inference", action="store_false", help="skip bench/inference.py's figures")
     parser.add_argument("--official", metavar="CORE", help="core/ folder of a princeton-vl/RAFT checkout: time it too")
+    parser.add_argument("--mixed-precision", action="store_true",
+                        help="bf16 autocast for our training steps (CUDA only; the official RAFT and inference stay float32)")
     options = vars(parser.parse_args())
     check_core(options["official"])
     height, width = options["size"]
+    bf16 = options["mixed_precision"] and torch.device(options["device"]).type == "cuda"
     print(f"device {options['device']}, {options['threads']} threads, batch {options['batch']} at {height}×{width}, "
-          f"{options['iters']} iters, AdamW; median of {options['repeats']} after a warm-up; {_load()}")
+          f"{options['iters']} iters, AdamW{', bf16 autocast' if bf16 else ''}; "
+          f"median of {options['repeats']} after a warm-up; {load()}")
     context = multiprocessing.get_context("spawn")
     for model_name in options["models"]:
         with context.Pool(1) as pool:
@@ -171,7 +169,7 @@ def main() -> None:
                 print(f"{model_name:<10} inference 1×384×512, {iters:>2} iters: {result['seconds']:.3f} s "
                       f"(fastest {result['fastest']:.3f} s), peak RSS {result['peak_rss_mib']:.0f} MiB"
                       + official_summary(result), flush=True)
-    print(_load())
+    print(load())
 
 
 if __name__ == "__main__":
