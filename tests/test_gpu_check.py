@@ -22,13 +22,18 @@ CHECKS = ("render", "dflow", "train", "eval")
 
 @pytest.fixture(scope="module")
 def gpu_check():
-    """bench/gpu_check.py as a module (bench/ is not a package; dataclasses need it in sys.modules)."""
+    """bench/gpu_check.py as a module (bench/ is not a package, its scripts import each other by bare name, and
+    dataclasses need the module in sys.modules)."""
     spec = importlib.util.spec_from_file_location("gpu_check", ROOT / "bench" / "gpu_check.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    yield module
-    del sys.modules[spec.name]
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+        del sys.modules[spec.name]
 
 
 def test_cpu_against_cpu_passes_every_check():
