@@ -4,23 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import click
-
-from dflowgen.recipes.benchmark import BenchmarkConfig
 from dflowgen.cli import cli
-from dflowgen.errors import DflowgenError
-from dflowgen.recipes import load_recipe
+from dflowgen.cli.experiment import experiment_options, run_experiment
 
 
 @cli.command("benchmark")
-@click.option("--recipe", default="known-target-mini", show_default=True, metavar="FILE|NAME",
-              help="Benchmark recipe with a [benchmark] table (bundled: known-target-mini for 2 CPU cores, "
-                   "known-target-paper for a GPU).")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
-              help="Results folder: table.md, results.json, plots/, and every stage's outputs. Rerunning into it "
-                   "skips finished stages.")
-@click.option("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available, else cpu).")
-@click.option("--quiet", is_flag=True, help="No progress lines, bars or table.")
+@experiment_options("known-target-mini", "Benchmark recipe with a [benchmark] table (bundled: known-target-mini for 2 "
+                                        "CPU cores, known-target-paper for a GPU).")
 def benchmark_command(recipe: str, out: Path, device: str | None, quiet: bool) -> None:
     """Can DFlow and the searches find a target domain whose answer we know?
 
@@ -40,14 +30,4 @@ def benchmark_command(recipe: str, out: Path, device: str | None, quiet: bool) -
     # The training and generation stack loads only when this command runs.
     from dflowgen.benchmark.pipeline import run_benchmark
 
-    resolved = load_recipe(recipe)
-    if resolved.benchmark == BenchmarkConfig():
-        raise DflowgenError(f"recipe {recipe!r} has no [benchmark] table (bundled: known-target-mini, "
-                            "known-target-paper)")
-    summary = run_benchmark(resolved, out, device=device, quiet=quiet,
-                            echo=None if quiet else lambda line: click.echo(line, err=True))
-    if not quiet:
-        click.echo(summary.table)
-        click.echo(f"{out}: {len(summary.stages_run)} stages run, {len(summary.stages_skipped)} skipped "
-                   f"({summary.seconds / 60:.1f} min); table {out / 'table.md'}, figures {out / 'results.json'}, "
-                   f"plots {out / 'plots'}")
+    run_experiment(recipe, "benchmark", "known-target-mini, known-target-paper", run_benchmark, out, device, quiet)

@@ -55,7 +55,7 @@ class BenchmarkConfig:
     target-test with ``eval_iters`` GRU iterations (EPE pooled over every pixel).
     """
 
-    targets: tuple[str, ...] = ("hidden-drift-fog", "hidden-fast-blur")
+    targets: tuple[str, ...] = ("hidden-drift-fog", "hidden-slow-blur")
     train_pairs: int = 64
     frames_pairs: int = 64
     test_pairs: int = 256
