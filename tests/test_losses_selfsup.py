@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 from dflowgen.losses.selfsup import (
     SelfSupervisedLossConfig,
+    census_everywhere,
     census_loss,
     distillation_crop,
     distillation_loss,
@@ -171,6 +172,28 @@ def test_self_supervised_terms_prefer_the_true_flow():
     names = ("census", "smooth1", "smooth2", "distill")
     expected = sum(getattr(config, f"weight_{name}") * right[name] for name in names)
     torch.testing.assert_close(right["total"], expected)
+
+
+def test_flows_that_leave_the_frame_cannot_zero_the_measured_census():
+    """Sending every pixel out of view empties the mask: the training census reads 0, the measured one does not."""
+    image1 = smooth_texture(seed=3)
+    image2 = shifted(image1, 2.0)
+    config = SelfSupervisedLossConfig()
+
+    def terms(dx: float, everywhere: bool) -> dict[str, torch.Tensor]:
+        flow_fw, flow_bw = constant_flow(dx, 0.0), constant_flow(-dx, 0.0)
+        crops = [distillation_crop(flow, config.distill_crop, is_flow=True) for flow in (flow_fw, flow_bw)]
+        return self_supervised_terms(image1, image2, flow_fw, flow_bw, *crops, config, everywhere=everywhere)
+
+    away, right, still = terms(500.0, True), terms(2.0, True), terms(0.0, True)
+    assert terms(500.0, False)["census"].item() == 0.0
+    assert away["unscored"].item() == 1.0 and right["unscored"].item() < 0.2
+    # Out of view, every pixel costs its unwarped match: what predicting no motion costs.
+    torch.testing.assert_close(away["census"], census_everywhere(
+        torch.cat([image1, image2]), torch.cat([image2, image1]), torch.cat([image2, image1]),
+        torch.zeros(2, 1, H, W), config.census_patch)[0])
+    assert right["census"].item() < 0.5 * away["census"].item()
+    assert right["total"].item() < still["total"].item()
 
 
 def test_self_supervised_terms_backpropagate_into_the_flows():

@@ -25,6 +25,7 @@ from dflowgen.search.evolution import EvolutionSampler
 from dflowgen.search.storage import open_storage, quiet_optuna
 from dflowgen.search.run import StudyHandle, load_study, run_search, work
 from dflowgen.search.space import derive_space
+from dflowgen.search.target import TargetPair, TargetSet, score_model
 
 
 @pytest.fixture(autouse=True)
@@ -208,3 +209,32 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path, targets, args, fragm
 def test_report_of_a_folder_without_a_search_is_an_error(tmp_path):
     assert_one_line_error(search("--report", str(tmp_path)), "holds no search")
     assert_one_line_error(search("--report", str(tmp_path / "missing")), "does not exist")
+
+
+class _ConstantFlow(torch.nn.Module):
+    """A stand-in network that predicts the same flow everywhere (forward for the first half of the batch)."""
+
+    def __init__(self, dx: float) -> None:
+        super().__init__()
+        self.dx = dx
+
+    def forward(self, image1, image2, iters, final_only=False):
+        flow = torch.zeros(image1.shape[0], 2, *image1.shape[2:])
+        half = image1.shape[0] // 2
+        flow[:half, 0], flow[half:, 0] = self.dx, -self.dx
+        return [flow]
+
+
+def test_a_network_that_sends_every_pixel_out_of_view_does_not_top_the_self_supervised_metric():
+    """With the masked census, flows that leave the frame score 0 (they topped real searches); not any more."""
+    generator = torch.Generator().manual_seed(0)
+    coarse = torch.rand(1, 3, 8, 10, generator=generator)
+    image1 = torch.nn.functional.interpolate(coarse, size=(48, 64), mode="bicubic", align_corners=False).clamp(0, 1)
+    image2 = torch.roll(image1, shifts=2, dims=3)
+    pair = TargetPair("p", image1 * 255, image2 * 255, None, None)
+    target = TargetSet("mem", (pair,), sparse=False)
+    config = load_recipe("search-tiny").search.selfsup
+    away = score_model(_ConstantFlow(500.0), target, 2, config, torch.device("cpu")).selfsup
+    right = score_model(_ConstantFlow(2.0), target, 2, config, torch.device("cpu")).selfsup
+    assert away["unscored"] == 1.0 and away["census"] > 0.1
+    assert right["total"] < away["total"]

@@ -188,8 +188,21 @@ def soft_hamming(census_a: torch.Tensor, census_b: torch.Tensor, threshold: floa
     return (squared / (threshold + squared)).sum(1, keepdim=True)
 
 
+def census_distance(image1: torch.Tensor, image2_warped: torch.Tensor, patch: int = 7) -> torch.Tensor:
+    """``B×1×H×W`` ``robust_power(soft_hamming(census(I1), census(warped I2)))``, the census term of each pixel."""
+    return robust_power(soft_hamming(census_transform(image1, patch), census_transform(image2_warped, patch)))
+
+
+def _inner(like: torch.Tensor, patch: int) -> torch.Tensor:
+    """1 on every pixel but the outer ``patch // 2``, where the census reads padding."""
+    border = patch // 2
+    inner = torch.zeros_like(like)
+    inner[..., border:-border, border:-border] = 1.0
+    return inner
+
+
 def census_loss(image1: torch.Tensor, image2_warped: torch.Tensor, mask: torch.Tensor, patch: int = 7) -> torch.Tensor:
-    """Scalar masked mean of ``robust_power(soft_hamming(census(I1), census(warped I2)))``.
+    """Scalar masked mean of :func:`census_distance`.
 
     Args:
         image1: ``B×3×H×W`` in [0, 1].
@@ -197,12 +210,30 @@ def census_loss(image1: torch.Tensor, image2_warped: torch.Tensor, mask: torch.T
         mask: ``B×1×H×W``, 1 where the pixel counts (visible and inside the frame); its
             outer ``patch // 2`` pixels are ignored, where the census reads padding.
     """
-    distance = soft_hamming(census_transform(image1, patch), census_transform(image2_warped, patch))
-    border = patch // 2
-    inner = torch.zeros_like(mask)
-    inner[..., border:-border, border:-border] = 1.0
-    weight = (mask * inner).detach()
-    return (robust_power(distance) * weight).sum() / (weight.sum() + 1e-6)
+    weight = (mask * _inner(mask, patch)).detach()
+    return (census_distance(image1, image2_warped, patch) * weight).sum() / (weight.sum() + 1e-6)
+
+
+def census_everywhere(image1: torch.Tensor, image2: torch.Tensor, image2_warped: torch.Tensor, mask: torch.Tensor,
+                      patch: int = 7) -> tuple[torch.Tensor, torch.Tensor]:
+    """The census term over every pixel, and the share of pixels ``mask`` leaves out: two scalars.
+
+    A pixel ``mask`` scores costs its warped match; one it leaves out (occluded, or sent out of
+    the frame) costs its unwarped match, as if it had not moved. The masked mean of
+    :func:`census_loss` (what training minimises) falls to 0 when a network sends every pixel
+    out of view, since the mask then scores none; as a measure of a trained network it must
+    not reward that, so here an unexplained pixel costs what assuming no motion costs.
+
+    Args:
+        image1, image2: ``B×3×H×W`` in [0, 1]; image2_warped: frame 2 warped back by the forward flow.
+        mask: ``B×1×H×W``, 1 where the warped match counts.
+    """
+    inner = _inner(mask, patch)
+    matched = census_distance(image1, image2_warped, patch)
+    unmoved = census_distance(image1, image2, patch)
+    per_pixel = mask * matched + (1.0 - mask) * unmoved
+    pixels = inner.sum()
+    return (per_pixel * inner).sum() / pixels, ((1.0 - mask) * inner).sum() / pixels
 
 
 def _edge_weights(image_gradient: torch.Tensor, constant: float, weighting: EdgeWeighting) -> torch.Tensor:
@@ -282,7 +313,8 @@ def distillation_loss(flow_student: torch.Tensor, flow_teacher: torch.Tensor, we
 
 def self_supervised_terms(image1: torch.Tensor, image2: torch.Tensor, flow_fw: torch.Tensor, flow_bw: torch.Tensor,
                           crop_fw: torch.Tensor, crop_bw: torch.Tensor,
-                          config: SelfSupervisedLossConfig = SelfSupervisedLossConfig()) -> dict[str, torch.Tensor]:
+                          config: SelfSupervisedLossConfig = SelfSupervisedLossConfig(),
+                          everywhere: bool = False) -> dict[str, torch.Tensor]:
     """The weighted loss and its terms, both temporal directions averaged (SMURF's unsupervised loss).
 
     Args:
@@ -293,10 +325,13 @@ def self_supervised_terms(image1: torch.Tensor, image2: torch.Tensor, flow_fw: t
         crop_fw, crop_bw: ``B×2×H×W`` predictions for the :func:`distillation_crop` of
             (image1, image2) and (image2, image1).
         config: weights and constants.
+        everywhere: measure rather than train: the census term counts every pixel
+            (:func:`census_everywhere`), and ``unscored`` (the share of pixels the occlusion and
+            frame masks leave out) is returned too.
 
     Returns:
         ``census``, ``smooth1``, ``smooth2``, ``distill`` (unweighted scalars) and ``total``
-        (the weighted sum).
+        (the weighted sum); with ``everywhere``, also ``unscored``.
     """
     sizes = check_shape("image1", image1, "B×3×H×W")
     check_shape("image2", image2, "B×3×H×W", sizes)
@@ -310,7 +345,11 @@ def self_supervised_terms(image1: torch.Tensor, image2: torch.Tensor, flow_fw: t
     reverse = torch.cat([flow_bw, flow_fw])
     warped, inside = flow_warp(others, flows)
     visible = 1.0 - occlusion_mask(flows, reverse, config.occlusion, config.fb_alpha1, config.fb_alpha2)
-    terms = {"census": census_loss(frames, warped, visible * inside, config.census_patch)}
+    if everywhere:
+        census, unscored = census_everywhere(frames, others, warped, visible * inside, config.census_patch)
+        terms = {"census": census, "unscored": unscored}
+    else:
+        terms = {"census": census_loss(frames, warped, visible * inside, config.census_patch)}
     for order in (1, 2):
         terms[f"smooth{order}"] = smoothness_loss(frames, flows, order, config.edge_constant, config.edge_weighting)
     crops = torch.cat([crop_fw, crop_bw])

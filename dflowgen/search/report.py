@@ -43,7 +43,7 @@ from dflowgen.search.evolution import EvolutionSampler
 CANDIDATES_CSV = "candidates.csv"
 BEST_JSON = "best.json"
 PLOT_NAME = "selfsup-vs-aepe.png"
-TERMS = ("census", "smooth1", "smooth2", "distill")
+TERMS = ("census", "smooth1", "smooth2", "distill", "unscored")
 STAGES = ("render", "train", "score")
 
 

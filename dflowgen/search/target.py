@@ -103,7 +103,11 @@ def _to_full_size(flow: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 @torch.inference_mode()
 def score_model(model: nn.Module, target: TargetSet, iters: int, loss_config: SelfSupervisedLossConfig,
                 device: torch.device) -> TargetScore:
-    """Measure ``model`` (RAFT-like, test mode) on every target pair; self-supervised terms are means over pairs."""
+    """Measure ``model`` (RAFT-like, test mode) on every target pair; self-supervised terms are means over pairs.
+
+    The census term counts every pixel (``self_supervised_terms(..., everywhere=True)``): a network that sends
+    pixels out of view, so the occlusion mask scores none, would otherwise score a census of 0 and top a search.
+    """
     pad_mode = "kitti" if target.sparse else "sintel"
     sums: dict[str, float] = {}
     results = []
@@ -114,7 +118,7 @@ def score_model(model: nn.Module, target: TargetSet, iters: int, loss_config: Se
             crop1, crop2 = (distillation_crop(image, loss_config.distill_crop) for image in (img1, img2))
             crops = predict_flow(model, torch.cat([crop1, crop2]), torch.cat([crop2, crop1]), iters, pad_mode)
             terms = self_supervised_terms(img1 / 255.0, img2 / 255.0, both[:1], both[1:], crops[:1], crops[1:],
-                                          loss_config)
+                                          loss_config, everywhere=True)
             for name, value in terms.items():
                 sums[name] = sums.get(name, 0.0) + value.item()
             if pair.flow is not None:
