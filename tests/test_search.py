@@ -26,6 +26,7 @@ from dflowgen.search.storage import open_storage, quiet_optuna
 from dflowgen.search.run import StudyHandle, load_study, run_search, work
 from dflowgen.search.space import derive_space
 from dflowgen.search.target import TargetPair, TargetSet, score_model
+from dflowgen.fields import flatten_keys, to_dict
 
 
 @pytest.fixture(autouse=True)
@@ -238,3 +239,19 @@ def test_a_network_that_sends_every_pixel_out_of_view_does_not_top_the_self_supe
     right = score_model(_ConstantFlow(2.0), target, 2, config, torch.device("cpu")).selfsup
     assert away["unscored"] == 1.0 and away["census"] > 0.1
     assert right["total"] < away["total"]
+
+
+def test_the_first_candidate_is_the_base_recipe_and_the_others_are_drawn():
+    """A search starts from the recipe it widens, so its top-1 is never worse by its own metric than that recipe."""
+    recipe = load_recipe("search-tiny")
+    space = derive_space(recipe.render, recipe.search.spread, recipe.search.fixed)
+    own = {key.key: flatten_keys(to_dict(recipe))[key.key] for key in space.keys}
+    with quiet_optuna():
+        study = optuna.create_study(sampler=EvolutionSampler(space.distributions(), 3, first=space.params_of(recipe)))
+        drawn = []
+        for value in (2.0, 1.0):
+            trial = study.ask()
+            drawn.append(space.suggest(trial))
+            study.tell(trial, value)
+    assert drawn[0] == own
+    assert drawn[1] != own

@@ -124,7 +124,8 @@ def open_search_study(handle: StudyHandle, recipe: Recipe, settings: dict[str, s
     storage = open_storage(handle.storage_url, search.heartbeat_interval, search.grace_period)
     sampler = EvolutionSampler(space.distributions(), search.population, crossover_prob=search.crossover_prob,
                                swap_prob=search.swap_prob, mutation_prob=search.mutation_prob,
-                               mutation_scale=search.mutation_scale, seed=search.seed)
+                               mutation_scale=search.mutation_scale, seed=search.seed,
+                               first=space.params_of(recipe))
     study = optuna.create_study(study_name=handle.name, storage=storage, sampler=sampler, direction="minimize",
                                 load_if_exists=True)
     stored = study.user_attrs.get("settings")

@@ -30,6 +30,7 @@ import optuna
 from optuna.distributions import BaseDistribution, FloatDistribution, IntDistribution
 
 from dflowgen.errors import DflowgenError
+from dflowgen.fields import flatten_keys, to_dict
 from dflowgen.recipes import Recipe, with_overrides
 from dflowgen.render.config import RenderConfig
 
@@ -90,6 +91,17 @@ class LambdaSpace:
             values = [_tidy(params[name], key) for name in key.param_names]
             lam[key.key] = sorted(values) if key.is_range else values[0]
         return lam
+
+    def params_of(self, recipe: Recipe) -> dict[str, Any]:
+        """The optuna parameters of ``recipe``'s own λ, each clipped to its bounds (a base recipe's lie inside)."""
+        flat = flatten_keys(to_dict(recipe))
+        params: dict[str, Any] = {}
+        for key in self.keys:
+            values = flat[key.key] if key.is_range else [flat[key.key]]
+            for name, value in zip(key.param_names, values):
+                clipped = min(max(value, key.low), key.high)
+                params[name] = int(clipped) if key.integer else float(clipped)
+        return params
 
     def suggest(self, trial: optuna.Trial) -> dict[str, Any]:
         """Ask ``trial`` for every parameter (the sampler decides the values); the resulting λ."""
