@@ -237,7 +237,7 @@ def test_a_network_that_sends_every_pixel_out_of_view_does_not_top_the_self_supe
     config = load_recipe("search-tiny").search.selfsup
     away = score_model(_ConstantFlow(500.0), target, 2, config, torch.device("cpu")).selfsup
     right = score_model(_ConstantFlow(2.0), target, 2, config, torch.device("cpu")).selfsup
-    assert away["unscored"] == 1.0 and away["census"] > 0.1
+    assert away["unscored"] == 1.0 and away["census"] > 4.0
     assert right["total"] < away["total"]
 
 
