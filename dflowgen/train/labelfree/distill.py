@@ -46,6 +46,8 @@ class DistillObjective(Objective):
             self.networks = [student, teacher.model]
         else:
             self.networks = [student, teacher]
+            # Frozen: its checkpoint data never changes, so it is copied once, not at every checkpoint.
+            self.teacher_state = network_state(teacher)
 
     @classmethod
     def create(cls, config: TrainConfig, student: nn.Module, load_teacher: Callable[[], nn.Module],
@@ -65,7 +67,7 @@ class DistillObjective(Objective):
     def state(self) -> dict[str, Any]:
         if self.partners:
             return {"partner": self.partners[0].state()}
-        return {"teacher": network_state(self.networks[1])}
+        return {"teacher": self.teacher_state}
 
     def trainee(self, step: int) -> int:
         every = self.config.distill.swap_every
