@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import os
 import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
 
 
 def load() -> str:
@@ -14,3 +19,38 @@ def load() -> str:
 def peak_rss_mib() -> float:
     """Peak resident memory of this process so far, MiB (Linux reports KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# Runs a module as ``python -m`` would and, at exit, writes the process's VmHWM (KiB) to argv[1]. Not
+# ru_maxrss: a child's ru_maxrss starts from its parent's resident size at fork (Linux carries it over exec).
+_MODULE_WITH_PEAK = """
+import atexit, re, runpy, sys
+report = sys.argv.pop(1)
+def write_peak():
+    with open('/proc/self/status') as status:
+        peak = re.search(r'VmHWM:\\s+(\\d+)', status.read()).group(1)
+    with open(report, 'w') as out:
+        out.write(peak)
+atexit.register(write_peak)
+sys.argv.pop(0)
+runpy.run_module(sys.argv[0], run_name='__main__', alter_sys=True)
+"""
+
+
+def run_module(module: str, arguments: list[str]) -> tuple[float, float]:
+    """Run ``python -m module arguments`` to completion; its wall seconds and its own peak resident memory, MiB.
+
+    Exits with the command's last output lines when it fails, so no figure is printed for a run that
+    did not finish. Linux only (the peak is read from ``/proc/self/status``).
+    """
+    with tempfile.TemporaryDirectory() as folder:
+        report, log = Path(folder) / "peak", Path(folder) / "output"
+        command = [sys.executable, "-c", _MODULE_WITH_PEAK, str(report), module, *arguments]
+        started = time.perf_counter()
+        with log.open("w") as output:
+            returncode = subprocess.run(command, stdout=output, stderr=subprocess.STDOUT).returncode
+        seconds = time.perf_counter() - started
+        if returncode != 0:
+            tail = "".join(log.read_text().splitlines(keepends=True)[-5:])
+            raise SystemExit(f"{tail}bench: error: {' '.join(['python', '-m', module, *arguments])} exited with {returncode}")
+        return seconds, int(report.read_text()) / 1024

@@ -128,9 +128,11 @@ class BlockGrid:
     def corner_scale(self, corners: torch.Tensor) -> torch.Tensor:
         """``G`` largest stretch of a map along any lattice edge (output px → target units)."""
         lattice = corners.reshape(corners.shape[0], self.rows + 1, self.cols + 1, 2)
-        along_x = (lattice[:, :, 1:] - lattice[:, :, :-1]).norm(dim=-1).amax(dim=(1, 2))
-        along_y = (lattice[:, 1:] - lattice[:, :-1]).norm(dim=-1).amax(dim=(1, 2))
-        return torch.maximum(along_x, along_y) / self.size
+        # Squared lengths, one square root at the end: ``norm`` over a last dimension of 2 is about
+        # 10 ms per call at 512×384 on 2 CPU threads, several times this.
+        along_x = (lattice[:, :, 1:] - lattice[:, :, :-1]).square().sum(dim=-1).amax(dim=(1, 2))
+        along_y = (lattice[:, 1:] - lattice[:, :-1]).square().sum(dim=-1).amax(dim=(1, 2))
+        return torch.maximum(along_x, along_y).sqrt() / self.size
 
 
 @dataclass(frozen=True)
