@@ -1,4 +1,5 @@
-"""What every benchmark prints beside its figures: the machine's load and this process's peak memory."""
+"""What every benchmark prints beside its figures (the machine's load and this process's peak memory), and the
+allocator setting every benchmark runs with: the one the ``dflowgen`` command sets (:mod:`dflowgen.allocator`)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,10 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from dflowgen.allocator import keep_freed_memory
+
+keep_freed_memory()
 
 
 def load() -> str:

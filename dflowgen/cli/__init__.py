@@ -16,6 +16,7 @@ import warnings
 import click
 
 from dflowgen import __version__
+from dflowgen.allocator import keep_freed_memory
 from dflowgen.errors import DflowgenError, command_line_names
 
 
@@ -119,6 +120,7 @@ class _Group(click.Group):
 @click.version_option(__version__, prog_name="dflowgen")
 def cli() -> None:
     """Make synthetic optical-flow training sets tuned to a target domain, and train RAFT on them."""
+    keep_freed_memory()
 
 
 def main() -> None:
