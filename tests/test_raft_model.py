@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 from dflowgen.models.raft import MODEL_NAMES, InputPadder, build_raft
 from dflowgen.models.raft.corr import AllPairsLookup, OnDemandLookup, coords_grid, pool_level
+from dflowgen.models.raft.encoder import ChannelsLastInstanceNorm, InstanceNorm
 from dflowgen.models.raft.raft import bilinear_upsample, convex_upsample
 
 HEIGHT, WIDTH = 48, 64
@@ -78,6 +79,26 @@ def test_gradients_reach_every_parameter(model_name: str) -> None:
         assert parameter.grad is not None, name
         assert torch.isfinite(parameter.grad).all(), name
         assert parameter.grad.abs().sum() > 0, name
+
+
+@pytest.mark.parametrize("offset", [0.0, 50.0])
+def test_channels_last_instance_norm_matches_group_norm_values_and_gradients(offset: float) -> None:
+    """The hand-written backward against torch's, in float64, on a channels-last tensor with a far-off mean too."""
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 5, 7, 9, dtype=torch.float64, generator=generator) * 2 + offset
+    grad_y = torch.randn(3, 5, 7, 9, dtype=torch.float64, generator=generator)
+    ours = x.to(memory_format=torch.channels_last).requires_grad_()
+    reference = x.clone().requires_grad_()
+    y = InstanceNorm()(ours)
+    assert y.grad_fn.name().startswith("ChannelsLastInstanceNorm")
+    y_reference = F.group_norm(reference, 5, eps=1e-5)
+    torch.testing.assert_close(y, y_reference)
+    (grad,) = torch.autograd.grad(y, ours, grad_y)
+    (grad_reference,) = torch.autograd.grad(y_reference, reference, grad_y)
+    torch.testing.assert_close(grad, grad_reference)
+    assert grad.is_contiguous(memory_format=torch.channels_last)
+    small = ours[:2, :2, :3, :4].detach().contiguous(memory_format=torch.channels_last).requires_grad_()
+    assert torch.autograd.gradcheck(lambda t: ChannelsLastInstanceNorm.apply(t, 1e-5), (small,))
 
 
 def test_freeze_bn_keeps_running_statistics() -> None:

@@ -13,6 +13,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 Norm = Literal["batch", "instance", "none"]
 NORMS: tuple[Norm, ...] = ("batch", "instance", "none")
@@ -22,7 +23,8 @@ class InstanceNorm(nn.Module):
     """Instance normalisation without affine parameters (like ``nn.InstanceNorm2d()``, as in the released weights).
 
     Computed as a group norm with one channel per group: the same values, several times faster
-    on CPU, and fast for channels-last tensors too.
+    on CPU, and fast for channels-last tensors too. Channels-last CPU tensors take
+    :class:`ChannelsLastInstanceNorm`'s backward.
     """
 
     def __init__(self, eps: float = 1e-5) -> None:
@@ -30,7 +32,42 @@ class InstanceNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.device.type == "cpu" and x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last):
+            return ChannelsLastInstanceNorm.apply(x, self.eps)
         return F.group_norm(x, num_groups=x.shape[1], eps=self.eps)
+
+
+class ChannelsLastInstanceNorm(torch.autograd.Function):
+    """Instance norm of a ``B×C×H×W`` tensor with a backward written for channels-last memory.
+
+    torch's CPU group-norm backward is 4-10× slower on channels-last tensors than on contiguous
+    ones (on 2 threads, 16×32×120×160: 89 against 25 ms; 16×64×60×80: 34 against 4 ms), and
+    RAFT's encoders run channels-last for their convolutions. The closed form below is five
+    passes over memory in any layout; the forward is torch's own.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, eps: float) -> torch.Tensor:  # noqa: ANN001 (autograd's signature)
+        batch, channels, height, width = x.shape
+        y, mean, rstd = torch.native_group_norm(x, None, None, batch, channels, height * width, channels, eps)
+        # x, not y: the ReLU after the norm overwrites y in place.
+        ctx.save_for_backward(x, mean.view(batch, channels, 1, 1), rstd.view(batch, channels, 1, 1))
+        return y
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_y: torch.Tensor) -> tuple[torch.Tensor, None]:  # noqa: ANN001
+        # With y = (x − μ)·s and means over each channel's H×W:
+        #   dx = s·(dy − mean(dy) − y·mean(dy·y)),  mean(dy·y) = s·(mean(dy·x) − μ·mean(dy)),
+        # which is two multiply-adds over x and dy:
+        #   dx = s·dy + k·x + c,  k = −s²·mean(dy·y),  c = −s·mean(dy) − k·μ.
+        # torch's own CPU kernel uses the same coefficients (sums of dy·x and of dy).
+        x, mean, rstd = ctx.saved_tensors
+        mean_grad = grad_y.mean(dim=(2, 3), keepdim=True)
+        mean_grad_y = rstd * ((grad_y * x).mean(dim=(2, 3), keepdim=True) - mean * mean_grad)
+        slope = -rstd.square() * mean_grad_y
+        offset = -rstd * mean_grad - slope * mean
+        return torch.addcmul(offset, x, slope).addcmul_(grad_y, rstd), None
 
 
 def make_norm(norm: Norm, channels: int) -> nn.Module:
