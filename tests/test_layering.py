@@ -18,7 +18,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "dflowgen"
 MAX_LINES = 400
 
 LAYERS: list[set[str]] = [
-    {"errors", "fields", "files", "devices", "seeding", "figures", "flow", "colour", "shapes", "image_limits", "bundled"},
+    {"errors", "fields", "files", "devices", "seeding", "figures", "flow", "colour", "shapes", "image_limits", "bundled",
+     "allocator"},
     {"assets", "weights", "losses", "models"},
     {"render", "proxies"},
     {"optimize"},
