@@ -3,12 +3,14 @@
 glibc serves every allocation above its mmap threshold (32 MiB at most) with a fresh ``mmap`` and hands it
 back to the kernel on ``free``. A RAFT step allocates and frees the same large activations at every
 iteration, so each step faults every page of them in again, and the kernel zeroes each page first. On
-the 2-core machines this project is measured on, a RAFT-small forward+backward at 512×384, batch 8, took
-19.4 s with 1.6 million page faults, and 10.5 s with none once freed memory was kept (``bench/render.py``
-prints both). Allocators such as jemalloc and tcmalloc avoid this too; this needs nothing installed.
+the 2-core VM of 2026-12-08, a RAFT-small forward+backward at 512×384, batch 8, took 17-23 s with 1.6-2.5
+million page faults, and 10.4 s with none once freed memory was kept (counted with ``getrusage``; the README's
+speed section has the figures). Allocators such as jemalloc and tcmalloc avoid this too; this needs nothing
+installed.
 
-The cost: memory freed by the process is not returned to the system until it exits, so the resident
-size stays at its high-water mark (the peak itself is unchanged within a few per cent).
+The cost: memory freed by the process is not returned to the system until it exits, so the resident size
+stays at its high-water mark, and the heap's holes raise that mark (on the step above, 5.2 → 6.4 GiB; at
+reproduce-mini DFlow, 2.2 → 2.4 GiB).
 """
 
 from __future__ import annotations
