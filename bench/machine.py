@@ -11,6 +11,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import torch
+
 from dflowgen.allocator import keep_freed_memory
 
 keep_freed_memory()
@@ -59,3 +61,23 @@ def run_module(module: str, arguments: list[str]) -> tuple[float, float]:
             tail = "".join(log.read_text().splitlines(keepends=True)[-5:])
             raise SystemExit(f"{tail}bench: error: {' '.join(['python', '-m', module, *arguments])} exited with {returncode}")
         return seconds, int(report.read_text()) / 1024
+
+
+def matmul_flop_rate(device: torch.device, size: int = 2048, repeats: int = 5) -> float:
+    """FLOP/s of a ``size``×``size`` float32 matrix product on ``device`` with this process's threads.
+
+    The rate a convolution lowered to matrix products can at best reach: the benchmarks divide a step's
+    arithmetic by it to show the least time that arithmetic needs on this machine.
+    """
+    left, right = torch.randn(size, size, device=device), torch.randn(size, size, device=device)
+    seconds = []
+    for attempt in range(repeats + 1):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        started = time.perf_counter()
+        torch.mm(left, right)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        if attempt:  # the first product is a warm-up
+            seconds.append(time.perf_counter() - started)
+    return 2 * size**3 / min(seconds)

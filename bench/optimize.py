@@ -13,7 +13,10 @@ copies each, times every update, and extrapolates to the recipe's number of upda
 seconds per optimised sample and samples per hour. The proxies are randomly initialised
 (their weights do not change the cost) unless ``--base``/``--target`` name checkpoints.
 It also times one forward+backward of the renderer and of the copies on the same batch,
-and prints their share of an update (goal for the renderer: at most 10%).
+and prints their share of an update (goal for the renderer: at most 10%). Last, it counts the
+floating-point operations of one update (``torch.utils.flop_counter``: convolutions, their backward and
+the matrix products) and divides them by this machine's rate for a 2048² matrix product: the least
+time that arithmetic needs here, however fast everything else gets.
 ``--find-batch`` (CUDA) doubles the batch until it no longer fits (or exceeds ``--max-batch``) and
 reports each size.
 """
@@ -27,19 +30,20 @@ import time
 from collections.abc import Callable
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from dflowgen.assets import LayerBank, load_layer_bank
 from dflowgen.cli.options import parse_size
 from dflowgen.models.raft import build_raft
 from dflowgen.optimize.copies import augment_copies, draw_copy_transforms
 from dflowgen.optimize.config import OptimizeConfig
-from dflowgen.optimize.loop import optimize_batch
+from dflowgen.optimize.loop import evaluate, optimize_batch
 from dflowgen.models.modes import freeze
 from dflowgen.optimize.proxies import Proxies, load_proxy
 from dflowgen.recipes import load_recipe
-from dflowgen.render import RenderConfig, render, sample_params
+from dflowgen.render import RenderConfig, SceneParams, render, sample_params
 from dflowgen.seeding import sample_generator
-from machine import load, peak_rss_mib  # bench/machine.py, beside this script
+from machine import load, matmul_flop_rate, peak_rss_mib  # bench/machine.py, beside this script
 
 
 # The first updates of a batch run slower (oneDNN builds its kernels, the allocator grows its heap): on 2 CPU
@@ -113,6 +117,31 @@ def report(
     return steady
 
 
+def update_flops(
+    params: SceneParams, generators: list[torch.Generator], size: tuple[int, int], bank: LayerBank,
+    render_config: RenderConfig, config: OptimizeConfig, proxies: Proxies,
+) -> dict[str, float]:
+    """Floating-point operations of one update (an evaluation and its backward) by operator."""
+    transforms = draw_copy_transforms(generators, config.copies, size, config.augment).to(params.device)
+    alpha = torch.full((params.batch_size,), config.alpha_for(0), device=params.device)
+    with FlopCounterMode(display=False) as counter:
+        evaluate(params, transforms, alpha, bank, render_config, config, proxies).total.sum().backward()
+    return {str(operator): float(count) for operator, count in counter.get_flop_counts()["Global"].items()}
+
+
+def report_arithmetic(flops: dict[str, float], update_seconds: float, device: torch.device) -> None:
+    """Print an update's counted arithmetic, and the least time it needs at this machine's matrix-product rate."""
+    total = sum(flops.values())
+    convolutions = sum(count for operator, count in flops.items() if "convolution" in operator)
+    rate = matmul_flop_rate(device)
+    floor = total / rate
+    print(
+        f"arithmetic of an update: {total / 1e9:.1f} GFLOP ({100 * convolutions / total:.0f}% in convolutions), "
+        f"{total / update_seconds / 1e9:.0f} GFLOP/s; a 2048² matrix product runs at {rate / 1e9:.0f} GFLOP/s here, "
+        f"so these operations alone need {floor:.3f} s = {100 * floor / update_seconds:.0f}% of the update"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="cpu")
@@ -184,6 +213,8 @@ def main() -> None:
     copies_seconds = median_seconds(copies_step, args.repeats, device) - render_forward
     print(f"renderer forward+backward {render_seconds:.3f} s = {100 * render_seconds / steady:.1f}% of an update "
           f"(goal <= 10%); copies forward+backward {copies_seconds:.3f} s = {100 * copies_seconds / steady:.1f}%")
+    report_arithmetic(update_flops(params, generators, (width, height), bank, render_config, config, proxies),
+                      steady, device)
     print(f"peak RSS {peak_rss_mib():.0f} MiB; {load()}")
     if device.type == "cuda":
         print(f"peak CUDA memory {torch.cuda.max_memory_allocated(device) / 2**30:.1f} GiB")

@@ -2,20 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def machine():
-    spec = importlib.util.spec_from_file_location("bench_machine", ROOT / "bench" / "machine.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def machine(bench_script):
+    return bench_script("machine")
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@ and bench/gpu.sh is valid bash. The CUDA run itself needs a GPU: `bash bench/gpu
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import os
 import subprocess
@@ -21,19 +20,8 @@ CHECKS = ("render", "dflow", "train", "eval")
 
 
 @pytest.fixture(scope="module")
-def gpu_check():
-    """bench/gpu_check.py as a module (bench/ is not a package, its scripts import each other by bare name, and
-    dataclasses need the module in sys.modules)."""
-    spec = importlib.util.spec_from_file_location("gpu_check", ROOT / "bench" / "gpu_check.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    sys.path.insert(0, str(ROOT / "bench"))
-    try:
-        spec.loader.exec_module(module)
-        yield module
-    finally:
-        sys.path.remove(str(ROOT / "bench"))
-        del sys.modules[spec.name]
+def gpu_check(bench_script):
+    return bench_script("gpu_check")
 
 
 def test_cpu_against_cpu_passes_every_check():
