@@ -157,6 +157,27 @@ def test_gradcheck_interpolation_and_atlas_reads():
     assert torch.autograd.gradcheck(lambda a, c: read_atlas(a, to_atlas(c, torch.tensor([2, 1]), a, 5)), (atlas, local))
 
 
+@pytest.mark.parametrize("threads", [2, 3])
+def test_atlas_reads_dealt_over_threads_equal_one_read(threads):
+    # 14 points over 3 threads pads the last part: the padding must not show in values or gradients.
+    atlas = double(1, 3, 3 * 5, 6, low=0, high=1)
+    local = double(2, 7, 2, low=-0.9, high=0.9)
+    entry = torch.tensor([2, 1])
+    weights = double(3, 2, 7)
+
+    def read(count: int) -> tuple[torch.Tensor, ...]:
+        previous = torch.get_num_threads()
+        torch.set_num_threads(count)
+        try:
+            values = read_atlas(atlas, to_atlas(local, entry, atlas, 5))
+            return (values.detach(), *torch.autograd.grad((values * weights).sum(), (atlas, local)))
+        finally:
+            torch.set_num_threads(previous)
+
+    for single, dealt in zip(read(1), read(threads)):
+        assert torch.allclose(single, dealt, rtol=0, atol=1e-14)
+
+
 def fragments_for(blocks: list[int], slots: list[int]) -> Fragments:
     block, slot = torch.tensor(blocks), torch.tensor(slots)
     return Fragments(layer=slot, block=block, slot=slot, local_block=block)

@@ -103,9 +103,26 @@ def to_atlas(local: torch.Tensor, entry: torch.Tensor, atlas: torch.Tensor, entr
 
 
 def read_atlas(atlas: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
-    """Bilinear reads of an atlas at ``grid_sample`` coordinates ``G×P×2``: ``C×G×P``."""
-    values = F.grid_sample(atlas.to(coords.dtype), coords[None], padding_mode="border", align_corners=True)
-    return values.squeeze(0)
+    """Bilinear reads of an atlas ``1×C×H×W`` at ``grid_sample`` coordinates ``G×P×2``: ``C×G×P``.
+
+    On the CPU, ``grid_sample`` and its backward run their batch entries in parallel and each
+    entry on one thread, so the points are dealt into one batch entry per thread, all reading
+    the same (expanded, not copied) atlas. Each point's read and its gradient are unchanged.
+    """
+    groups, points = coords.shape[:2]
+    parts = torch.get_num_threads() if coords.device.type == "cpu" else 1
+    if parts == 1:
+        values = F.grid_sample(atlas.to(coords.dtype), coords[None], padding_mode="border", align_corners=True)
+        return values.squeeze(0)
+    count = groups * points
+    per_part = -(-count // parts)
+    flat = coords.reshape(count, 2)
+    if per_part * parts > count:
+        # The padding points read the atlas centre and are dropped.
+        flat = F.pad(flat, (0, 0, 0, per_part * parts - count))
+    sources = atlas.to(coords.dtype).expand(parts, -1, -1, -1)
+    values = F.grid_sample(sources, flat.view(parts, per_part, 1, 2), padding_mode="border", align_corners=True)
+    return values.transpose(0, 1).reshape(atlas.shape[1], per_part * parts)[:, :count].view(-1, groups, points)
 
 
 Extent = tuple[float, float, float, float]
