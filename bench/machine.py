@@ -9,9 +9,11 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from dflowgen.allocator import keep_freed_memory
 
@@ -81,3 +83,14 @@ def matmul_flop_rate(device: torch.device, size: int = 2048, repeats: int = 5) -
         if attempt:  # the first product is a warm-up
             seconds.append(time.perf_counter() - started)
     return 2 * size**3 / min(seconds)
+
+
+def counted_flops(step: Callable[[], object]) -> dict[str, float]:
+    """Floating-point operations of one call of ``step`` by operator, as torch's ``FlopCounterMode`` counts them.
+
+    It counts convolutions (forward and each gradient their backward computes) and matrix products, not
+    element-wise work: the arithmetic that :func:`matmul_flop_rate` bounds.
+    """
+    with FlopCounterMode(display=False) as counter:
+        step()
+    return {str(operator): float(count) for operator, count in counter.get_flop_counts()["Global"].items()}

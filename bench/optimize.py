@@ -30,7 +30,6 @@ import time
 from collections.abc import Callable
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 from dflowgen.assets import LayerBank, load_layer_bank
 from dflowgen.cli.options import parse_size
@@ -43,7 +42,7 @@ from dflowgen.optimize.proxies import Proxies, load_proxy
 from dflowgen.recipes import load_recipe
 from dflowgen.render import RenderConfig, SceneParams, render, sample_params
 from dflowgen.seeding import sample_generator
-from machine import load, matmul_flop_rate, peak_rss_mib  # bench/machine.py, beside this script
+from machine import counted_flops, load, matmul_flop_rate, peak_rss_mib  # bench/machine.py, beside this script
 
 
 # The first updates of a batch run slower (oneDNN builds its kernels, the allocator grows its heap): on 2 CPU
@@ -124,9 +123,9 @@ def update_flops(
     """Floating-point operations of one update (an evaluation and its backward) by operator."""
     transforms = draw_copy_transforms(generators, config.copies, size, config.augment).to(params.device)
     alpha = torch.full((params.batch_size,), config.alpha_for(0), device=params.device)
-    with FlopCounterMode(display=False) as counter:
-        evaluate(params, transforms, alpha, bank, render_config, config, proxies).total.sum().backward()
-    return {str(operator): float(count) for operator, count in counter.get_flop_counts()["Global"].items()}
+    return counted_flops(
+        lambda: evaluate(params, transforms, alpha, bank, render_config, config, proxies).total.sum().backward()
+    )
 
 
 def report_arithmetic(flops: dict[str, float], update_seconds: float, device: torch.device) -> None:

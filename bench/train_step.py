@@ -8,7 +8,8 @@ parallel region waits for the thread that was descheduled), so compare figures t
 * ``train_step``: :func:`dflowgen.train.trainer.train_step` (forward, sequence loss, backward,
   gradient clipping, AdamW) on a batch of 2 at 256×320 with 12 iterations;
 * ``bare step``: the same model forward/backward and AdamW step without the trainer around it,
-  so the difference is what the training loop adds;
+  so the difference is what the training loop adds; its counted arithmetic (convolutions and matrix
+  products, ``machine.counted_flops``), and the least time that needs at this machine's matrix-product rate;
 * ``augment``: :class:`~dflowgen.train.data.TrainingMix` making one batch from Sintel-sized
   (436×1024) pairs — done by DataLoader workers in parallel with the step;
 * inference 1×3×384×512 with 12 and 32 iterations (``bench/inference.py``);
@@ -39,7 +40,7 @@ from dflowgen.train.data import DataSource, TrainingMix
 from dflowgen.train.schedule import make_optimizer
 from dflowgen.train.supervised import train_step
 from official import check_core, official_raft  # bench/official.py, beside this script
-from machine import load, peak_rss_mib  # bench/machine.py, beside this script
+from machine import counted_flops, load, matmul_flop_rate, peak_rss_mib  # bench/machine.py, beside this script
 
 
 def _synchronize(device: torch.device) -> None:
@@ -98,6 +99,11 @@ def measure_step(model_name: str, options: dict) -> dict[str, float]:
         functions["official_step"] = lambda: bare_step(official, official_optimizer)
     result = _timed(functions, options["repeats"], device)
     result["peak_rss_mib"] = peak_rss_mib()
+    # After the timing: counting runs one more step of each.
+    result["gflop"] = sum(counted_flops(lambda: bare_step(model, optimizer)).values()) / 1e9
+    if options["official"]:
+        result["official_gflop"] = sum(counted_flops(lambda: bare_step(official, official_optimizer)).values()) / 1e9
+    result["matmul_gflops"] = matmul_flop_rate(device) / 1e9
     if device.type == "cuda":
         result["peak_cuda_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
     return result
@@ -150,6 +156,11 @@ def main() -> None:
         print(f"{model_name:<10} train_step {result['train_step']:.3f} s (fastest {result['train_step_fastest']:.3f} s; "
               f"bare {result['bare_step']:.3f} s, trainer overhead {overhead * 1000:+.0f} ms), "
               f"peak RSS {result['peak_rss_mib']:.0f} MiB{extra}", flush=True)
+        floor = result["gflop"] / result["matmul_gflops"]
+        print(f"{'':<10} arithmetic {result['gflop']:.1f} GFLOP per step"
+              + (f" (official {result['official_gflop']:.1f})" if "official_gflop" in result else "")
+              + f"; at this machine's 2048² matmul rate of {result['matmul_gflops']:.0f} GFLOP/s it needs {floor:.3f} s"
+              f" = {100 * floor / result['bare_step']:.0f}% of our bare step", flush=True)
         if "official_step" in result:
             print(f"{'':<10} official bare step {result['official_step']:.3f} s (fastest {result['official_step_fastest']:.3f} s): "
                   f"ours/official {result['bare_step'] / result['official_step']:.2f}", flush=True)
