@@ -178,6 +178,11 @@ def test_atlas_reads_dealt_over_threads_equal_one_read(threads):
         assert torch.allclose(single, dealt, rtol=0, atol=1e-14)
 
 
+def test_an_atlas_read_of_no_points_is_empty():
+    atlas = torch.rand(1, 3, 10, 6)
+    assert read_atlas(atlas, torch.zeros(0, 256, 2)).shape == (3, 0, 256)
+
+
 def fragments_for(blocks: list[int], slots: list[int]) -> Fragments:
     block, slot = torch.tensor(blocks), torch.tensor(slots)
     return Fragments(layer=slot, block=block, slot=slot, local_block=block)

@@ -111,7 +111,7 @@ def read_atlas(atlas: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
     """
     groups, points = coords.shape[:2]
     parts = torch.get_num_threads() if coords.device.type == "cpu" else 1
-    if parts == 1:
+    if parts == 1 or coords.numel() == 0:
         values = F.grid_sample(atlas.to(coords.dtype), coords[None], padding_mode="border", align_corners=True)
         return values.squeeze(0)
     count = groups * points
@@ -122,7 +122,8 @@ def read_atlas(atlas: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
         flat = F.pad(flat, (0, 0, 0, per_part * parts - count))
     sources = atlas.to(coords.dtype).expand(parts, -1, -1, -1)
     values = F.grid_sample(sources, flat.view(parts, per_part, 1, 2), padding_mode="border", align_corners=True)
-    return values.transpose(0, 1).reshape(atlas.shape[1], per_part * parts)[:, :count].view(-1, groups, points)
+    channels = atlas.shape[1]
+    return values.transpose(0, 1).reshape(channels, per_part * parts)[:, :count].view(channels, groups, points)
 
 
 Extent = tuple[float, float, float, float]
