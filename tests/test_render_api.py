@@ -7,12 +7,14 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from dflowgen.assets import load_layer_bank
 from dflowgen.errors import DflowgenError
 from dflowgen.render import LEARNABLE_GROUPS, RenderConfig, SceneParams, WarpRanges, render, sample_params
 from dflowgen.render.compose import alpha_weights, softmax_weights
 from dflowgen.render.raster import Fragments
+from dflowgen.render import warp
 from dflowgen.render.warp import interpolate_nodes, read_atlas, to_atlas, warp_matrix, warp_points
 
 SMALL_MOTION = WarpRanges(translation=(-5.0, 5.0), rotation_deg=(-3.0, 3.0), scale=(0.95, 1.05), perspective=(-3.0, 3.0), grid_offset=(-1.0, 1.0))
@@ -158,24 +160,47 @@ def test_gradcheck_interpolation_and_atlas_reads():
 
 
 @pytest.mark.parametrize("threads", [2, 3])
-def test_atlas_reads_dealt_over_threads_equal_one_read(threads):
+def test_atlas_reads_dealt_over_threads_equal_one_read(threads, monkeypatch):
     # 14 points over 3 threads pads the last part: the padding must not show in values or gradients.
-    atlas = double(1, 3, 3 * 5, 6, low=0, high=1)
+    monkeypatch.setattr(warp, "_POINTS_PER_PART", 1)
+    atlas = double(1, 3, 3 * 5, 6, low=0, high=1).detach()
     local = double(2, 7, 2, low=-0.9, high=0.9)
-    entry = torch.tensor([2, 1])
     weights = double(3, 2, 7)
 
-    def read(count: int) -> tuple[torch.Tensor, ...]:
+    def read(count: int) -> tuple[torch.Tensor, torch.Tensor]:
         previous = torch.get_num_threads()
         torch.set_num_threads(count)
         try:
-            values = read_atlas(atlas, to_atlas(local, entry, atlas, 5))
-            return (values.detach(), *torch.autograd.grad((values * weights).sum(), (atlas, local)))
+            values = read_atlas(atlas, to_atlas(local, torch.tensor([2, 1]), atlas, 5))
+            return values.detach(), torch.autograd.grad((values * weights).sum(), local)[0]
         finally:
             torch.set_num_threads(previous)
 
     for single, dealt in zip(read(1), read(threads)):
-        assert torch.allclose(single, dealt, rtol=0, atol=1e-14)
+        assert torch.equal(single, dealt)
+
+
+def test_an_atlas_that_takes_a_gradient_is_dealt_only_while_its_gradients_fit_in_the_reads(monkeypatch):
+    # Dealt over threads, its backward fills one atlas-sized gradient per entry.
+    monkeypatch.setattr(warp, "_POINTS_PER_PART", 1)
+    batches = []
+    grid_sample = F.grid_sample
+
+    def counting_grid_sample(source: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        batches.append(len(source))
+        return grid_sample(source, *args, **kwargs)
+
+    monkeypatch.setattr(warp.F, "grid_sample", counting_grid_sample)
+    coords = torch.zeros(4, 9, 2)  # 36 points
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        read_atlas(torch.rand(1, 2, 6, 6), coords)
+        read_atlas(torch.rand(1, 2, 6, 6, requires_grad=True), coords)  # 36 values per channel: one entry
+        read_atlas(torch.rand(1, 2, 3, 6, requires_grad=True), coords)  # 18: two entries
+    finally:
+        torch.set_num_threads(previous)
+    assert batches == [2, 1, 2]
 
 
 def test_an_atlas_read_of_no_points_is_empty():

@@ -102,19 +102,30 @@ def to_atlas(local: torch.Tensor, entry: torch.Tensor, atlas: torch.Tensor, entr
     return torch.addcmul(offset, F.hardtanh(local), local.new_tensor([1.0, half]))
 
 
+_POINTS_PER_PART = 4096
+"""Fewest points worth a ``grid_sample`` batch entry (and a thread) of their own."""
+
+
 def read_atlas(atlas: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
     """Bilinear reads of an atlas ``1×C×H×W`` at ``grid_sample`` coordinates ``G×P×2``: ``C×G×P``.
 
     On the CPU, ``grid_sample`` and its backward run their batch entries in parallel and each
     entry on one thread, so the points are dealt into one batch entry per thread, all reading
     the same (expanded, not copied) atlas. Each point's read and its gradient are unchanged.
+    An atlas that takes a gradient gets one atlas-sized gradient per batch entry in the
+    backward, so it is dealt only as far as those gradients together hold no more values
+    than the reads.
     """
     groups, points = coords.shape[:2]
-    parts = torch.get_num_threads() if coords.device.type == "cpu" else 1
-    if parts == 1 or coords.numel() == 0:
+    count = groups * points
+    parts = 1
+    if coords.device.type == "cpu":
+        parts = min(torch.get_num_threads(), count // _POINTS_PER_PART)
+        if atlas.requires_grad and torch.is_grad_enabled():
+            parts = min(parts, count // (atlas.shape[-2] * atlas.shape[-1]))
+    if parts <= 1:
         values = F.grid_sample(atlas.to(coords.dtype), coords[None], padding_mode="border", align_corners=True)
         return values.squeeze(0)
-    count = groups * points
     per_part = -(-count // parts)
     flat = coords.reshape(count, 2)
     if per_part * parts > count:
