@@ -20,7 +20,7 @@ import torch
 
 from dflowgen.infer import estimate_pairs
 from dflowgen.models.registry import MODEL_NAMES, build_model
-from machine import load, peak_rss_mib  # bench/machine.py, beside this script
+from machine import load, peak_rss_mib, synchronize  # bench/machine.py, beside this script
 
 
 def seconds_per_pair(model_name: str, size: tuple[int, int], iters: int, repeats: int, device: str) -> list[float]:
@@ -34,8 +34,7 @@ def seconds_per_pair(model_name: str, size: tuple[int, int], iters: int, repeats
     for run in range(repeats + 1):
         start = time.perf_counter()
         next(estimate_pairs(model, [(frame1, frame2)], iters=iters))
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
+        synchronize(torch.device(device))
         if run:
             times.append(time.perf_counter() - start)
     return times

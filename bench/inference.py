@@ -17,13 +17,8 @@ import time
 import torch
 
 from dflowgen.models.raft import CORR_KINDS, MODEL_NAMES, build_raft
-from machine import load, peak_rss_mib  # bench/machine.py, beside this script
+from machine import load, peak_rss_mib, synchronize  # bench/machine.py, beside this script
 from official import check_core, official_raft  # bench/official.py, beside this script
-
-
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def measure(model_name: str, iters: int, options: dict) -> dict[str, float]:
@@ -46,14 +41,14 @@ def measure(model_name: str, iters: int, options: dict) -> dict[str, float]:
     with torch.inference_mode():
         for run in range(options["repeats"] + 1):
             for prefix, model in models.items():
-                _synchronize(device)
+                synchronize(device)
                 start = time.perf_counter()
                 # The official RAFT's inference call is test_mode; ours returns one type and takes final_only.
                 if prefix.startswith("official"):
                     model(image1, image2, iters=iters, test_mode=True)
                 else:
                     model(image1, image2, iters=iters, final_only=True)
-                _synchronize(device)
+                synchronize(device)
                 if run:  # the first run warms up allocator and kernels
                     times[prefix].append(time.perf_counter() - start)
     result = {"peak_rss_mib": peak_rss_mib()}

@@ -65,6 +65,12 @@ def run_module(module: str, arguments: list[str]) -> tuple[float, float]:
         return seconds, int(report.read_text()) / 1024
 
 
+def synchronize(device: torch.device) -> None:
+    """Wait for ``device``'s queued work, so that a wall-clock time covers it (CUDA runs asynchronously)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def matmul_flop_rate(device: torch.device, size: int = 2048, repeats: int = 5) -> float:
     """FLOP/s of a ``size``×``size`` float32 matrix product on ``device`` with this process's threads.
 
@@ -74,12 +80,10 @@ def matmul_flop_rate(device: torch.device, size: int = 2048, repeats: int = 5) -
     left, right = torch.randn(size, size, device=device), torch.randn(size, size, device=device)
     seconds = []
     for attempt in range(repeats + 1):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+        synchronize(device)
         started = time.perf_counter()
         torch.mm(left, right)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+        synchronize(device)
         if attempt:  # the first product is a warm-up
             seconds.append(time.perf_counter() - started)
     return 2 * size**3 / min(seconds)

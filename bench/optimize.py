@@ -42,17 +42,12 @@ from dflowgen.optimize.proxies import Proxies, load_proxy
 from dflowgen.recipes import load_recipe
 from dflowgen.render import RenderConfig, SceneParams, render, sample_params
 from dflowgen.seeding import sample_generator
-from machine import counted_flops, load, matmul_flop_rate, peak_rss_mib  # bench/machine.py, beside this script
+from machine import counted_flops, load, matmul_flop_rate, peak_rss_mib, synchronize  # bench/machine.py, beside this script
 
 
 # The first updates of a batch run slower (oneDNN builds its kernels, the allocator grows its heap): on 2 CPU
 # threads at reproduce-mini, 6.2 and 3.3 s before settling near 2.6 s.
 WARM_UP_UPDATES = 2
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def median_seconds(step: Callable[[], object], repeats: int, device: torch.device) -> float:

@@ -23,7 +23,7 @@ import torch
 from dflowgen.assets import load_layer_bank
 from dflowgen.models.raft import build_raft
 from dflowgen.render import RenderConfig, render, sample_params
-from machine import load, peak_rss_mib  # bench/machine.py, beside this script
+from machine import load, peak_rss_mib, synchronize  # bench/machine.py, beside this script
 
 
 def timed(step: Callable[[], object], repeats: int, device: torch.device) -> tuple[float, float]:
@@ -31,12 +31,10 @@ def timed(step: Callable[[], object], repeats: int, device: torch.device) -> tup
     step()
     walls, cpus = [], []
     for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+        synchronize(device)
         wall, cpu = time.perf_counter(), time.process_time()
         step()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+        synchronize(device)
         walls.append(time.perf_counter() - wall)
         cpus.append(time.process_time() - cpu)
     return statistics.median(walls), statistics.median(cpus)

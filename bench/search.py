@@ -38,7 +38,7 @@ from dflowgen.search.candidate import render_set, score_candidate
 from dflowgen.search.target import load_target, score_model
 from dflowgen.train.data import DataSource
 from dflowgen.train.trainer import LOG_NAME, train
-from machine import load, peak_rss_mib  # bench/machine.py, beside this script
+from machine import load, peak_rss_mib, synchronize  # bench/machine.py, beside this script
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 SHARED_FRAMES = SHARED_DATA / "sintel-unlabeled" / "training" / "final" / "demo"
@@ -46,12 +46,10 @@ SHARED_FRAMES = SHARED_DATA / "sintel-unlabeled" / "training" / "final" / "demo"
 
 def timed(step: Callable[[], Any], device: torch.device) -> tuple[float, float, Any]:
     """(wall, CPU) seconds of one call of ``step``, and its result."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    synchronize(device)
     wall, cpu = time.perf_counter(), time.process_time()
     result = step()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    synchronize(device)
     return time.perf_counter() - wall, time.process_time() - cpu, result
 
 

@@ -40,12 +40,7 @@ from dflowgen.train.data import DataSource, TrainingMix
 from dflowgen.train.schedule import make_optimizer
 from dflowgen.train.supervised import train_step
 from official import check_core, official_raft  # bench/official.py, beside this script
-from machine import counted_flops, load, matmul_flop_rate, peak_rss_mib  # bench/machine.py, beside this script
-
-
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+from machine import counted_flops, load, matmul_flop_rate, peak_rss_mib, synchronize  # bench/machine.py, beside this script
 
 
 def _timed(functions: dict[str, object], repeats: int, device: torch.device) -> dict[str, float]:
@@ -57,10 +52,10 @@ def _timed(functions: dict[str, object], repeats: int, device: torch.device) -> 
     times: dict[str, list[float]] = {name: [] for name in functions}
     for run in range(repeats + 1):
         for name, function in functions.items():
-            _synchronize(device)
+            synchronize(device)
             start = time.perf_counter()
             function()
-            _synchronize(device)
+            synchronize(device)
             if run:
                 times[name].append(time.perf_counter() - start)
     result = {name: statistics.median(values) for name, values in times.items()}
